@@ -1,0 +1,125 @@
+"""The policy-backend contract: batched, order-preserving, like ``vllm.LLM.generate``."""
+
+from __future__ import annotations
+
+import abc
+import enum
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from mcts_agent.errors import ConfigError
+
+
+class FinishReason(str, enum.Enum):
+    """Why a completion ended."""
+
+    STOP = "stop"  # a stop string or the end-of-sequence token
+    LENGTH = "length"  # max_tokens was reached: the step is cut, not finished
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt and how to sample from it. ``n`` samples share one prompt pass."""
+
+    prompt: str | tuple[int, ...]
+    n: int = 1
+    max_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"GenerationRequest.n must be >= 1, got {self.n}")
+        if self.max_tokens < 1:
+            raise ConfigError(f"GenerationRequest.max_tokens must be >= 1, got {self.max_tokens}")
+        if not (self.temperature >= 0.0 and math.isfinite(self.temperature)):
+            raise ConfigError(f"GenerationRequest.temperature must be a finite number >= 0, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"GenerationRequest.top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError(f"GenerationRequest.stop must be a tuple of non-empty strings, got {self.stop!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Completion:
+    """One sampled continuation. ``text`` excludes the stop string that ended it."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]  # one per generated token, under the sampling distribution's model
+    finish_reason: FinishReason
+    stop_reason: str | None = None  # the stop string that matched, if any
+
+    @property
+    def cumulative_logprob(self) -> float:
+        return float(sum(self.logprobs))
+
+    @property
+    def mean_logprob(self) -> float:
+        """Length-normalised log-probability (the PUCT prior uses it)."""
+        return self.cumulative_logprob / max(1, len(self.logprobs))
+
+
+@dataclass
+class BackendStats:
+    """Counters every backend keeps; the planner reports them per run."""
+
+    calls: int = 0
+    prompts: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    score_calls: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """A batched policy model. Results come back in the order of the requests."""
+
+    name: str = "backend"
+
+    def __init__(self) -> None:
+        self.stats = BackendStats()
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        """Sample ``request.n`` completions for every request, in one batched call."""
+
+    @abc.abstractmethod
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        """Summed log-likelihood of each continuation given its prompt (pairs, batched)."""
+
+    def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        """Render chat messages as the model's prompt, ending where the assistant speaks."""
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n".join(lines) + "\nAssistant:"
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens ``text`` takes (a whitespace estimate unless overridden)."""
+        return max(1, len(text.split()))
+
+    def close(self) -> None:
+        """Release engines, processes and connections."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
+    """Cut ``text`` at the earliest stop string; return the kept text and the matched stop."""
+    best, matched = len(text), None
+    for s in stop:
+        i = text.find(s)
+        if i != -1 and i < best:
+            best, matched = i, s
+    return text[:best], matched

@@ -1,0 +1,184 @@
+"""One search-tree structure for every algorithm (MCTS, best-of-N, beam, greedy).
+
+Nodes live in a list keyed by their id (0 is the root); ids are local to a tree, so
+there are no global counters. Trees round-trip through JSON without loss and are
+stored one per line in ``trees.jsonl`` (schema below, versioned).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator
+
+from mcts_agent.errors import TreeFormatError
+
+SCHEMA = "mcts-agent/tree"
+SCHEMA_VERSION = 1
+
+
+@dataclass(slots=True)
+class Node:
+    """One node: the state reached by taking ``action`` (a step of text) from ``parent``."""
+
+    id: int
+    parent: int | None
+    depth: int
+    action: str = ""  # the step text that led here ("" at the root)
+    token_ids: list[int] = field(default_factory=list)
+    logprob: float = 0.0  # summed log-probability of the step under the policy
+    prior: float = 1.0  # PUCT prior among siblings
+    visits: int = 0
+    value_sum: float = 0.0
+    value: float | None = None  # the critic's estimate at expansion (in [0, 1])
+    critic_scores: dict[str, float] = field(default_factory=dict)
+    reward: float | None = None  # environment reward on reaching this node
+    terminal: bool = False  # the episode ended with an answer
+    truncated: bool = False  # a budget (depth, step tokens) ended the episode
+    answer: str | None = None
+    finish_reason: str = ""  # the backend's reason for the step's end
+    merged: int = 1  # identical sibling samples merged into this node
+    tokens: int = 0  # generated tokens spent on this step
+    seconds: float = 0.0  # wall time attributed to this node's expansion
+    children: list[int] = field(default_factory=list)
+    virtual_loss: int = 0  # in-flight selections (not serialized)
+    state: Any = None  # the environment snapshot (not serialized: replay actions from the root)
+
+    @property
+    def q(self) -> float:
+        """Mean backed-up value; 0 for an unvisited node."""
+        return self.value_sum / self.visits if self.visits else 0.0
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+    @property
+    def done(self) -> bool:
+        return self.terminal or self.truncated
+
+
+# Columns written to JSON, in order. ``virtual_loss`` and ``state`` are runtime-only.
+_COLUMNS = tuple(f.name for f in fields(Node) if f.name not in ("virtual_loss", "state"))
+
+
+@dataclass
+class Tree:
+    """A search tree for one task, plus what it cost."""
+
+    tree_id: str
+    task_id: str
+    question: str
+    nodes: list[Node] = field(default_factory=list)
+    algo: str = ""
+    env_id: str = ""
+    answer: str | None = None  # the selected final answer
+    answer_node: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)  # model_calls, generated_tokens, seconds, ...
+
+    def __post_init__(self) -> None:
+        if not self.nodes:
+            self.nodes.append(Node(id=0, parent=None, depth=0))
+
+    @property
+    def root(self) -> Node:
+        return self.nodes[0]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def add_child(self, parent: int, **attrs: Any) -> Node:
+        """Append a child of ``parent`` and return it."""
+        p = self.nodes[parent]
+        node = Node(id=len(self.nodes), parent=parent, depth=p.depth + 1, **attrs)
+        self.nodes.append(node)
+        p.children.append(node.id)
+        return node
+
+    def path(self, node_id: int) -> list[Node]:
+        """Nodes from the root down to ``node_id`` inclusive."""
+        out = []
+        nid: int | None = node_id
+        while nid is not None:
+            out.append(self.nodes[nid])
+            nid = self.nodes[nid].parent
+        return out[::-1]
+
+    def steps(self, node_id: int) -> list[str]:
+        """The step texts along the path to ``node_id``."""
+        return [n.action for n in self.path(node_id)[1:]]
+
+    def leaves(self) -> list[Node]:
+        return [n for n in self.nodes if not n.children]
+
+    def terminals(self) -> list[Node]:
+        return [n for n in self.nodes if n.terminal]
+
+    # ----- serialization -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        cols: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+        for n in self.nodes:
+            for c in _COLUMNS:
+                v = getattr(n, c)
+                cols[c].append(_finite(v) if isinstance(v, float) else v)
+        return {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "tree_id": self.tree_id,
+            "task_id": self.task_id,
+            "question": self.question,
+            "algo": self.algo,
+            "env_id": self.env_id,
+            "answer": self.answer,
+            "answer_node": self.answer_node,
+            "meta": self.meta,
+            "stats": self.stats,
+            "nodes": cols,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Tree":
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise TreeFormatError(f"not an mcts-agent tree: expected schema {SCHEMA!r}, got {data.get('schema') if isinstance(data, dict) else type(data).__name__!r}")
+        if data.get("version") != SCHEMA_VERSION:
+            raise TreeFormatError(f"unsupported tree schema version {data.get('version')!r}; this build reads version {SCHEMA_VERSION}")
+        try:
+            cols = data["nodes"]
+            count = len(cols["id"])
+            bad = [c for c in _COLUMNS if len(cols[c]) != count]
+            if bad:
+                raise TreeFormatError(f"tree {data.get('tree_id')!r}: node columns {bad} do not have {count} entries")
+            nodes = [Node(**{c: cols[c][i] for c in _COLUMNS}) for i in range(count)]
+            tree = cls(
+                tree_id=data["tree_id"], task_id=data["task_id"], question=data["question"], nodes=nodes,
+                algo=data.get("algo", ""), env_id=data.get("env_id", ""), answer=data.get("answer"),
+                answer_node=data.get("answer_node"), meta=data.get("meta", {}), stats=data.get("stats", {}),
+            )
+        except (KeyError, TypeError) as e:
+            raise TreeFormatError(f"tree {data.get('tree_id')!r} is missing or has a malformed field: {e}") from e
+        if cols["id"] != list(range(count)):
+            raise TreeFormatError(f"tree {tree.tree_id!r}: node ids are not 0..{count - 1} in order")
+        return tree
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Tree":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise TreeFormatError(f"tree JSON is corrupted: {e}") from e
+        return cls.from_dict(data)
+
+
+def _finite(v: Any) -> Any:
+    """JSON has no NaN/inf: store them as None so files stay valid JSON."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
