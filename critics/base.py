@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from mcts_agent.errors import CriticError
 
@@ -16,6 +16,7 @@ class NodeView:
 
     ``prompt`` is the full policy text up to and including the node's last step.
     ``reward`` is the environment's reward (non-zero only in outcome-reward training).
+    ``state`` lets critics that act (rollouts) continue the episode from this node.
     """
 
     prompt: str
@@ -24,6 +25,7 @@ class NodeView:
     answer: str | None
     terminal: bool
     reward: float | None = None
+    state: Any = None  # the env snapshot (envs.base.EnvState, gold stripped in evaluation)
 
 
 class Critic(abc.ABC):
