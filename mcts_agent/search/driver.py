@@ -1,0 +1,200 @@
+"""The batched planner: many trees in flight, one policy call and one critic call per round."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from critics.base import Critic
+from envs.base import Task, TextEnv
+from mcts_agent.errors import ConfigError
+from mcts_agent.llm.types import Backend
+from mcts_agent.search.baselines import Beam, BestOfN, Greedy, SelfConsistency
+from mcts_agent.search.config import Algo, SearchConfig
+from mcts_agent.search.expand import SearchState, add_chain, add_step_children, node_view
+from mcts_agent.search.mcts import MCTS
+from mcts_agent.search.strategy import Pending, Strategy
+from mcts_agent.tree import Node, Tree
+
+log = logging.getLogger(__name__)
+
+STRATEGIES: dict[Algo, type[Strategy]] = {
+    Algo.MCTS: MCTS, Algo.GREEDY: Greedy, Algo.BEST_OF_N: BestOfN,
+    Algo.SELF_CONSISTENCY: SelfConsistency, Algo.BEAM: Beam,
+}
+
+
+@dataclass
+class RunStats:
+    """Where a run's wall time went (the efficiency benchmark reads these)."""
+
+    wall_seconds: float = 0.0
+    policy_seconds: float = 0.0
+    critic_seconds: float = 0.0
+    rounds: int = 0
+    policy_calls: int = 0
+    critic_calls: int = 0
+    prompts: int = 0
+    generated_tokens: int = 0
+    nodes: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def outside_model_fraction(self) -> float:
+        inside = self.policy_seconds + self.critic_seconds
+        return max(0.0, self.wall_seconds - inside) / self.wall_seconds if self.wall_seconds else 0.0
+
+
+class Planner:
+    """Searches many tasks at once with one strategy, one backend and one critic.
+
+    ``critic`` may be None: new nodes then get the neutral value 0.5 and search is
+    guided by the policy priors alone.
+    """
+
+    def __init__(self, backend: Backend, env: TextEnv, config: SearchConfig, critic: Critic | None = None,
+                 env_id: str = "") -> None:
+        self.backend = backend
+        self.env = env
+        self.config = config
+        self.critic = critic
+        self.env_id = env_id
+        self.strategy = STRATEGIES[config.algo](config, env)
+        self.stats = RunStats()
+
+    def prompt_of(self, node: Node) -> str:
+        return self.env.policy_prompt(node.state, self.backend.format_chat)
+
+    def run(self, tasks: Sequence[Task], on_tree: Callable[[int, Tree], None] | None = None) -> list[Tree]:
+        """Search every task; return the trees in task order."""
+        out: list[Tree | None] = [None] * len(tasks)
+        for i, tree in self.iter_trees(tasks):
+            out[i] = tree
+            if on_tree is not None:
+                on_tree(i, tree)
+        return [t for t in out if t is not None]
+
+    def iter_trees(self, tasks: Sequence[Task]) -> Iterator[tuple[int, Tree]]:
+        """Yield ``(task index, finished tree)`` as trees finish (not in task order)."""
+        if not tasks:
+            raise ConfigError("no tasks to search: the task list is empty")
+        queue = list(enumerate(tasks))[::-1]
+        live: list[SearchState] = []
+        start = time.perf_counter()
+        try:
+            while queue or live:
+                while queue and len(live) < self.config.max_trees_in_flight:
+                    live.append(self._start(*queue.pop()))
+                self._round(live)
+                still = []
+                for st in live:
+                    if self._spent(st):
+                        yield st.index, self._finish(st)
+                    else:
+                        still.append(st)
+                live = still
+        finally:
+            self.stats.wall_seconds += time.perf_counter() - start
+
+    # ----- one round -----------------------------------------------------------------
+    def _round(self, live: list[SearchState]) -> None:
+        work: list[tuple[SearchState, Pending]] = []
+        for st in live:
+            if not self._spent(st):
+                work.extend((st, p) for p in self.strategy.requests(st, self.prompt_of))
+        if not work:
+            return
+        self.stats.rounds += 1
+        t0 = time.perf_counter()
+        results = self.backend.generate([p.request for _, p in work])
+        gen_seconds = time.perf_counter() - t0
+        self.stats.policy_seconds += gen_seconds
+        self.stats.policy_calls += 1
+        self.stats.prompts += len(work)
+        self.stats.batch_sizes.append(sum(p.request.n for _, p in work))
+        per_request = gen_seconds / len(work)
+        produced: list[list[Node]] = []
+        for (st, p), comps in zip(work, results):
+            st.model_calls += 1
+            self.stats.generated_tokens += sum(len(c.token_ids) for c in comps)
+            if p.chain:
+                before = len(st.tree.nodes)
+                for c in comps:
+                    add_chain(self.env, st, c, merge=self.config.merge_duplicates, seconds=per_request / len(comps))
+                produced.append(st.tree.nodes[before:])
+            else:
+                parent = st.tree.nodes[p.node_id]
+                produced.append(add_step_children(self.env, st, parent, comps, merge=self.config.merge_duplicates,
+                                                  seconds=per_request))
+        self._evaluate(work, produced)
+        for (st, p), nodes in zip(work, produced):
+            self.strategy.update(st, p, nodes)
+
+    def _evaluate(self, work: list[tuple[SearchState, Pending]], produced: list[list[Node]]) -> None:
+        """Score every new node of the round in ONE critic call (truncated nodes get 0)."""
+        targets: list[tuple[SearchState, Node]] = []
+        for (st, _), nodes in zip(work, produced):
+            for n in nodes:
+                if n.truncated and not n.terminal:
+                    n.value = 0.0
+                elif self.strategy.needs_value(n):
+                    targets.append((st, n))
+        if not targets:
+            return
+        if self.critic is None:
+            for _, n in targets:
+                n.value = 0.5
+            return
+        t0 = time.perf_counter()
+        views = [node_view(self.env, self.backend.format_chat, n, st.task.question) for st, n in targets]
+        values = self.critic(views)
+        seconds = time.perf_counter() - t0
+        self.stats.critic_seconds += seconds
+        self.stats.critic_calls += 1
+        for (st, n), v in zip(targets, values):
+            n.value = v
+            n.critic_scores[self.critic.name] = v
+            n.seconds += seconds / len(targets)
+        for st in {id(st): st for st, _ in targets}.values():
+            st.critic_calls += 1
+
+    # ----- tree lifecycle ------------------------------------------------------------
+    def _start(self, index: int, task: Task) -> SearchState:
+        self.env.reset(options={"task": task})
+        state = self.env.snapshot()
+        tree = Tree(tree_id=f"{task.id}", task_id=task.id, question=task.question,
+                    algo=self.config.algo.value, env_id=self.env_id)
+        tree.root.state = state
+        return SearchState(index=index, task=state.task, tree=tree, started=time.perf_counter())
+
+    def _spent(self, st: SearchState) -> bool:
+        c = self.config
+        if st.finished:
+            return True
+        if c.algo is Algo.MCTS and st.simulations >= c.simulations:
+            return True
+        if c.token_budget is not None and st.tokens >= c.token_budget:
+            return True
+        return c.time_budget is not None and time.perf_counter() - st.started >= c.time_budget
+
+    def _finish(self, st: SearchState) -> Tree:
+        tree = st.tree
+        chosen = self.strategy.select_answer(st)
+        tree.answer_node = chosen.id if chosen is not None else None
+        tree.answer = chosen.answer if chosen is not None else None
+        self.stats.nodes += len(tree.nodes)
+        tree.stats = {
+            "policy_calls": st.model_calls, "critic_calls": st.critic_calls, "generated_tokens": st.tokens,
+            "simulations": st.simulations, "nodes": len(tree.nodes),
+            "seconds": round(time.perf_counter() - st.started, 4),
+        }
+        tree.meta["config"] = self.config.to_dict()
+        return tree
+
+
+def run_search(tasks: Sequence[Task], env: TextEnv, backend: Backend, config: SearchConfig | None = None,
+               critic: Critic | None = None, env_id: str = "") -> list[Tree]:
+    """Search every task with one planner; return the trees in task order."""
+    return Planner(backend, env, config or SearchConfig(), critic, env_id=env_id).run(tasks)
