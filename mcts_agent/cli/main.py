@@ -19,6 +19,7 @@ app = typer.Typer(
 COMMAND_MODULES = (
     "mcts_agent.cli.models",
     "mcts_agent.cli.generate",
+    "mcts_agent.cli.search",
 )
 
 
