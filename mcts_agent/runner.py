@@ -37,7 +37,7 @@ class RunSummary:
     ci95: tuple[float, float]
     generated_tokens: int
     tokens_per_task: float
-    seconds: float
+    seconds: float  # wall time of this invocation (trees overlap, so per-tree seconds do not add up)
     out_dir: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +117,7 @@ def run_tasks(tasks: Sequence[Task], env: TextEnv, backend: Backend, config: Sea
         algo=config.algo.value, tasks=len(records), correct=correct,
         accuracy=correct / len(records) if records else 0.0, ci95=wilson_interval(correct, len(records)),
         generated_tokens=tokens, tokens_per_task=tokens / len(records) if records else 0.0,
-        seconds=round(sum(r["seconds"] for r in records), 3), out_dir=str(out))
+        seconds=round(time.perf_counter() - start, 3), out_dir=str(out))
     atomic_write_json(out / "summary.json", {
         **summary.to_dict(), "env": env_id, "config": config.to_dict(),
         "this_session": {"wall_seconds": round(time.perf_counter() - start, 3),

