@@ -1,0 +1,50 @@
+"""Shared pieces of the benchmark scripts: JSON out, printed tables, thread settings."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from mcts_agent.io import atomic_write_json
+
+
+def machine() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def write_result(path: str | Path, name: str, config: dict[str, Any], rows: list[dict[str, Any]],
+                 **extra: Any) -> dict[str, Any]:
+    """Write ``{benchmark, machine, config, rows, ...}`` atomically and return it."""
+    doc = {"benchmark": name, "machine": machine(), "config": config, "rows": rows, **extra}
+    atomic_write_json(path, doc)
+    return doc
+
+
+def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    columns = list(columns or (rows[0].keys() if rows else []))
+    table = Table(title=title)
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[_fmt(r.get(c)) for c in columns])
+    Console().print(table)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v)
+    return "" if v is None else str(v)
