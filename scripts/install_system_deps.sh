@@ -5,6 +5,8 @@ set -euo pipefail
 
 PACKAGES=(
   bubblewrap   # envs/code sandbox: user/net/pid/mount namespaces, read-only host filesystem
+  chromium     # headless browser for tests/test_viewer_browser.py (offline HTML tree viewer)
+  fonts-dejavu-core  # a font for chromium's screenshots of the viewer
 )
 
 missing=()

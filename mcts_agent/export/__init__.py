@@ -1,0 +1,1 @@
+"""Exports of search trees: GraphML/networkx, the offline HTML viewer, statistics."""
