@@ -35,3 +35,7 @@ class EnvError(MctsAgentError):
 
 class TreeFormatError(MctsAgentError, ValueError):
     """A tree file is corrupted or has an unknown schema version."""
+
+
+class TrainingDataError(MctsAgentError, ValueError):
+    """Trees or records cannot yield training data (none given, none meeting the thresholds, ...)."""

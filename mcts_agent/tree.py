@@ -125,7 +125,7 @@ class Tree:
         for n in self.nodes:
             for c in _COLUMNS:
                 v = getattr(n, c)
-                cols[c].append(_finite(v) if isinstance(v, float) else v)
+                cols[c].append(_finite(v) if isinstance(v, (float, dict)) else v)
         return {
             "schema": SCHEMA,
             "version": SCHEMA_VERSION,
@@ -136,8 +136,8 @@ class Tree:
             "env_id": self.env_id,
             "answer": self.answer,
             "answer_node": self.answer_node,
-            "meta": self.meta,
-            "stats": self.stats,
+            "meta": _finite(self.meta),
+            "stats": _finite(self.stats),
             "nodes": cols,
         }
 
@@ -153,7 +153,7 @@ class Tree:
             bad = [c for c in _COLUMNS if len(cols[c]) != count]
             if bad:
                 raise TreeFormatError(f"tree {data.get('tree_id')!r}: node columns {bad} do not have {count} entries")
-            nodes = [Node(**{c: cols[c][i] for c in _COLUMNS}) for i in range(count)]
+            nodes = [Node(*row) for row in zip(*(cols[c] for c in _COLUMNS))]
             tree = cls(
                 tree_id=data["tree_id"], task_id=data["task_id"], question=data["question"], nodes=nodes,
                 algo=data.get("algo", ""), env_id=data.get("env_id", ""), answer=data.get("answer"),
@@ -178,7 +178,11 @@ class Tree:
 
 
 def _finite(v: Any) -> Any:
-    """JSON has no NaN/inf: store them as None so files stay valid JSON."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
+    """JSON has no NaN/inf: store them as None (also inside dicts and lists)."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_finite(x) for x in v]
     return v
