@@ -33,6 +33,11 @@ class SearchState:
     scratch: dict = field(default_factory=dict)  # per-algorithm state (beam frontier, ...)
 
 
+def clean_step(text: str) -> str:
+    """Drop surrounding newlines and trailing spaces; keep indentation (code steps need it)."""
+    return text.strip("\r\n").rstrip()
+
+
 def step_key(text: str) -> str:
     """What makes two sibling steps identical."""
     return " ".join(text.split())
@@ -43,7 +48,7 @@ def add_step(env: TextEnv, tree: Tree, parent: Node, text: str, *, merge: bool, 
 
     Returns the node and whether it is new.
     """
-    text = text.strip()
+    text = clean_step(text)
     if merge:
         key = step_key(text)
         for cid in parent.children:
@@ -64,8 +69,8 @@ def add_step_children(env: TextEnv, st: SearchState, parent: Node, completions: 
     share = seconds / max(1, len(completions))
     for c in completions:
         st.tokens += len(c.token_ids)
-        text = c.text.strip()
-        if not text:
+        text = clean_step(c.text)
+        if not text.strip():
             continue  # an empty step says nothing: dropped, its tokens still counted
         node, is_new = add_step(env, st.tree, parent, text, merge=merge, token_ids=list(c.token_ids),
                                 logprob=c.cumulative_logprob, finish_reason=c.finish_reason.value,
@@ -99,8 +104,8 @@ def add_chain(env: TextEnv, st: SearchState, completion: Completion, *, merge: b
     """Replay a full solution as a path of steps from the root; return its last node."""
     tree = st.tree
     text = completion.text
-    parts = [p.strip() for p in text.split(env.step_delimiter)]
-    parts = [p for p in parts if p]
+    parts = [clean_step(p) for p in text.split(env.step_delimiter)]
+    parts = [p for p in parts if p.strip()]
     st.tokens += len(completion.token_ids)
     node = tree.root
     total_chars = max(1, sum(len(p) for p in parts))

@@ -1,0 +1,126 @@
+"""Sandbox throughput: isolated executions per second against bare ``python -c`` processes.
+
+Runs the same N programs through (a) bare ``python -c`` subprocesses, (b) bare
+``python -I -S -c``, (c) ``SandboxPool`` with each available backend (``bwrap`` = full
+isolation, ``unshare``, ``none`` = rlimits + driver only), all with the same interpreter
+and the same number of worker threads, and reports executions/s and the isolation
+overhead as a ratio (bare ``python -c`` executions/s divided by the mode's; also against
+``python -I -S -c``, the flags the sandbox itself uses). Modes are
+interleaved over ``--rounds`` rounds; the best and the median round are reported (the best
+is the steadier figure on a shared machine). CPU time is not reported: processes inside a
+pid namespace are not accounted to this process, so it would flatter the sandbox.
+
+Workloads: ``trivial`` (an assert; measures pure per-run overhead) or ``humaneval`` (the
+first N canonical solutions with their tests; realistic).
+
+Run: ``python -m benchmarks.sandbox_throughput --n 64 --workers 2 --out results/sandbox_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+from benchmarks.common import print_table, write_result
+from envs.code.pool import SandboxPool
+from envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, Status
+
+TRIVIAL = "assert sum(range(100)) == 4950\n"
+
+
+def workload(name: str, n: int) -> list[tuple[str, str | None]]:
+    """N (program, tests) pairs."""
+    if name == "trivial":
+        return [(TRIVIAL, None)] * n
+    from envs.code.humaneval import read_problems
+
+    recs = read_problems()
+    recs = (recs * (n // len(recs) + 1))[:n]
+    return [(r["prompt"] + r["canonical_solution"], r["test"] + f"\ncheck({r['entry_point']})\n") for r in recs]
+
+
+def measure(run_all: Callable[[], list[bool]]) -> tuple[float, int]:
+    """(wall seconds, programs that passed) for one round."""
+    t0 = time.perf_counter()
+    ok = run_all()
+    return time.perf_counter() - t0, sum(ok)
+
+
+def bare(python: str, flags: Sequence[str], jobs: list[tuple[str, str | None]],
+         workers: int) -> Callable[[], list[bool]]:
+    def one(job: tuple[str, str | None]) -> bool:
+        program, tests = job
+        code = program + ("\n" + tests if tests else "")
+        return subprocess.run([python, *flags, "-c", code], capture_output=True, timeout=60).returncode == 0
+
+    def run_all() -> list[bool]:
+        with ThreadPoolExecutor(workers) as ex:
+            return list(ex.map(one, jobs))
+    return run_all
+
+
+def sandboxed(pool: SandboxPool, jobs: list[tuple[str, str | None]]) -> Callable[[], list[bool]]:
+    def run_all() -> list[bool]:
+        results = pool.run_many([p for p, _ in jobs], tests=[t for _, t in jobs], as_main=False)
+        return [r.status is Status.PASSED for r in results]
+    return run_all
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=64, help="programs per mode (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=2, help="concurrent executions (default: %(default)s)")
+    p.add_argument("--workload", choices=("trivial", "humaneval"), default="trivial")
+    p.add_argument("--backends", default="bwrap,unshare,none", help="sandbox backends to try (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per mode (default: %(default)s)")
+    p.add_argument("--out", default="results/sandbox_throughput.json", help="JSON output (default: %(default)s)")
+    args = p.parse_args(argv)
+    if min(args.n, args.workers, args.rounds) < 1:
+        p.error(f"--n, --workers and --rounds must be >= 1, got {args.n}, {args.workers}, {args.rounds}")
+
+    jobs = workload(args.workload, args.n)
+    base_cfg = SandboxConfig(timeout_s=30.0, require_isolation=False, allow_network=True)
+    python = Sandbox(base_cfg.replace(isolation="none")).python  # the interpreter every mode uses
+    modes: dict[str, Callable[[], list[bool]]] = {
+        "bare python -c": bare(python, (), jobs, args.workers),
+        "bare python -I -S -c": bare(python, ("-I", "-S"), jobs, args.workers)}
+    pools, notes = [], {}
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        try:
+            sandbox = Sandbox(base_cfg.replace(isolation=backend, allow_network=backend == "none"))
+        except SandboxUnavailableError as e:
+            notes[backend] = str(e)
+            continue
+        pool = SandboxPool(sandbox, max_workers=args.workers)
+        pool.run_many([TRIVIAL] * min(4, args.n))  # warm up the threads and the page cache
+        pools.append(pool)
+        modes[f"sandbox {backend}"] = sandboxed(pool, jobs)
+    walls: dict[str, list[float]] = {m: [] for m in modes}
+    passed: dict[str, int] = {}
+    for _ in range(args.rounds):
+        for mode, run_all in modes.items():
+            wall, passed[mode] = measure(run_all)
+            walls[mode].append(wall)
+    for pool in pools:
+        pool.close()
+    rows = [{"mode": m, "n": args.n, "passed": passed[m], "best_exec_per_s": round(args.n / min(w), 2),
+             "median_exec_per_s": round(args.n / statistics.median(w), 2)} for m, w in walls.items()]
+    bare_best, isolated_best = rows[0]["best_exec_per_s"], rows[1]["best_exec_per_s"]
+    for row in rows:
+        row["overhead_x"] = round(bare_best / row["best_exec_per_s"], 2)
+        row["overhead_vs_I_S_x"] = round(isolated_best / row["best_exec_per_s"], 2)
+    write_result(args.out, "sandbox_throughput", {**vars(args), "python": python}, rows, unavailable=notes)
+    print_table(f"sandbox throughput ({args.workload}, n={args.n}, workers={args.workers}, rounds={args.rounds})",
+                rows, ["mode", "passed", "best_exec_per_s", "median_exec_per_s", "overhead_x", "overhead_vs_I_S_x"])
+    for backend, why in notes.items():
+        print(f"{backend}: unavailable: {why}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Math environments: GSM8K, MATH-style boxed answers, reasoning-gym generators."""

@@ -1,0 +1,165 @@
+"""The table of environments: short names for ``envs.make``, ids for ``gymnasium.make``.
+
+To add an env, append an ``EnvEntry`` to ``ENVS`` below (or call ``register_env`` from
+your own code). Entry points are "module:attr" strings, so nothing heavy is imported
+until an env is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import inspect
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import gymnasium
+
+from envs.base import Task, TextEnv
+from mcts_agent.errors import EnvError
+
+NAMESPACE = "mcts_agent"
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One registered environment.
+
+    Attributes:
+        name: the short name ``envs.make`` takes, e.g. "math/gsm8k".
+        entry_point: "module:Class" of the ``TextEnv`` subclass (or the class itself).
+        gym_id: the ``gymnasium.make`` id, e.g. "mcts_agent/gsm8k-v0".
+        loader: "module:function" with signature ``(path, split=, limit=, seed=, **kw) -> list[Task]``
+            used by ``load_tasks`` (the CLI's ``--data``); None if the env makes its own tasks.
+        kwargs: default constructor kwargs.
+        test_kwargs: constructor kwargs that make a ready-to-reset env for the ``check_env`` test
+            over every entry (e.g. a couple of tasks): a dict, or a "module:attr" naming a dict or a
+            zero-argument function returning one (so the table imports nothing heavy).
+        description: one line for ``mcts-agent envs`` listings.
+    """
+
+    name: str
+    entry_point: str | Callable[..., TextEnv]
+    gym_id: str
+    loader: str | None = None
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    test_kwargs: Mapping[str, Any] | str | None = None
+    description: str = ""
+
+
+# The table. Other env families (code/, web/, tool/, swe/) append their entries here.
+ENVS: list[EnvEntry] = [
+    EnvEntry("math/gsm8k", "envs.math.gsm8k:GSM8KEnv", f"{NAMESPACE}/gsm8k-v0",
+             loader="envs.math.gsm8k:load_gsm8k", test_kwargs="envs.math.gsm8k:CHECK_KWARGS",
+             description="GSM8K word problems; final step 'The answer is N.'"),
+    EnvEntry("math/boxed", "envs.math.boxed:BoxedEnv", f"{NAMESPACE}/boxed-v0",
+             loader="envs.math.boxed:load_boxed", test_kwargs="envs.math.boxed:CHECK_KWARGS",
+             description="MATH-style problems; final answer in \\boxed{...}"),
+    EnvEntry("math/reasoning-gym", "envs.math.reasoning_gym_env:ReasoningGymEnv", f"{NAMESPACE}/reasoning-gym-v0",
+             loader="envs.math.reasoning_gym_env:load_reasoning_gym", test_kwargs={"size": 4},
+             description="any reasoning-gym generator (dataset=NAME), scored by its own verifier"),
+    EnvEntry("math/arithmetic", "envs.math.reasoning_gym_env:ArithmeticEnv", f"{NAMESPACE}/arithmetic-v0",
+             loader="envs.math.reasoning_gym_env:load_arithmetic", test_kwargs={"size": 4},
+             description="one-step arithmetic (reasoning-gym basic_arithmetic, 2 terms, 1-2 digits)"),
+    EnvEntry("code/humaneval", "envs.code.humaneval:HumanEvalEnv", f"{NAMESPACE}/humaneval-v0",
+             loader="envs.code.humaneval:load_humaneval", test_kwargs="envs.code.humaneval:check_kwargs",
+             description="HumanEval function completion; hidden tests run in the sandbox"),
+    EnvEntry("code/mbpp", "envs.code.mbpp:MBPPEnv", f"{NAMESPACE}/mbpp-v0",
+             loader="envs.code.mbpp:load_mbpp", test_kwargs="envs.code.mbpp:CHECK_KWARGS",
+             description="MBPP short functions; first test visible, all tests hidden in the sandbox"),
+]
+
+_BY_NAME: dict[str, EnvEntry] = {}
+
+
+def register_env(entry: EnvEntry) -> None:
+    """Add ``entry`` to ``envs.make`` and ``gymnasium.make`` (replacing one of the same name)."""
+    if not isinstance(entry, EnvEntry):
+        raise EnvError(f"register_env needs an EnvEntry, got {type(entry).__name__}")
+    _BY_NAME[entry.name] = entry
+    if entry not in ENVS:
+        ENVS[:] = [e for e in ENVS if e.name != entry.name] + [entry]
+    current = gymnasium.registry.get(entry.gym_id)
+    if current is None or current.entry_point != entry.entry_point or current.kwargs != dict(entry.kwargs):
+        gymnasium.register(id=entry.gym_id, entry_point=entry.entry_point, kwargs=dict(entry.kwargs))
+
+
+def unregister_env(name: str) -> None:
+    """Remove env ``name`` from ``envs.make`` and ``gymnasium.make`` (for tests and plugins)."""
+    entry = get_entry(name)
+    del _BY_NAME[entry.name]
+    ENVS[:] = [e for e in ENVS if e.name != entry.name]
+    gymnasium.registry.pop(entry.gym_id, None)
+
+
+def list_envs() -> list[str]:
+    """Short names of every registered env, sorted."""
+    return sorted(_BY_NAME)
+
+
+def get_entry(name: str) -> EnvEntry:
+    """The entry for a short name ("math/gsm8k") or gymnasium id ("mcts_agent/gsm8k-v0")."""
+    if isinstance(name, str):
+        if name in _BY_NAME:
+            return _BY_NAME[name]
+        for entry in _BY_NAME.values():
+            if entry.gym_id == name:
+                return entry
+    hint = difflib.get_close_matches(str(name), list_envs(), n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    raise EnvError(f"unknown environment {name!r}{did_you_mean}; known environments: {', '.join(list_envs())}")
+
+
+def make(name: str, **kwargs: Any) -> TextEnv:
+    """A bare env (no Gymnasium wrappers, so ``snapshot``/``restore`` are reachable).
+
+    ``kwargs`` go to the env's constructor on top of the entry's defaults.
+    """
+    entry = get_entry(name)
+    merged = {**entry.kwargs, **kwargs}
+    cls = _load(entry.entry_point, f"entry point of {entry.name!r}")
+    try:
+        inspect.signature(cls).bind(**merged)
+    except TypeError as e:
+        raise EnvError(f"bad arguments for environment {entry.name!r}: {e}") from None
+    env = cls(**merged)
+    # The spec lets check_env and users re-create the env exactly as made here.
+    env.spec = dataclasses.replace(gymnasium.spec(entry.gym_id), kwargs=merged)
+    return env
+
+
+def load_tasks(name: str, path: str | os.PathLike[str] | None = None, *, split: str = "test",
+               limit: int | None = None, seed: int | None = None, **kwargs: Any) -> list[Task]:
+    """Tasks for env ``name`` from ``path`` (file, folder or ``datasets`` id), for the CLI's
+    ``--env NAME --data PATH --limit N``. Generated envs (reasoning-gym) may take no path."""
+    entry = get_entry(name)
+    if entry.loader is None:
+        raise EnvError(f"environment {entry.name!r} has no task loader; pass tasks to envs.make instead")
+    loader = _load(entry.loader, f"loader of {entry.name!r}")
+    return loader(path, split=split, limit=limit, seed=seed, **kwargs)
+
+
+def check_kwargs(name: str) -> dict[str, Any]:
+    """The entry's ``test_kwargs`` resolved: constructor kwargs for a ready-to-reset env."""
+    entry = get_entry(name)
+    value: Any = entry.test_kwargs or {}
+    if isinstance(value, str):
+        value = _load(value, f"test_kwargs of {entry.name!r}")
+        value = value() if callable(value) else value
+    return dict(value)
+
+
+def _load(ref: str | Callable[..., Any], what: str) -> Any:
+    if not isinstance(ref, str):
+        return ref
+    module, _, attr = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise EnvError(f"cannot import {what} {ref!r}: {e}") from e
+
+
+for _entry in list(ENVS):
+    register_env(_entry)

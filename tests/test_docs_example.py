@@ -1,0 +1,59 @@
+"""The worked example in docs/add_env.md runs as written and passes Gymnasium's env checker."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import gymnasium
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import envs
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "add_env.md"
+
+
+def example_code() -> str:
+    """The first ```python block of the doc."""
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    assert blocks, f"{DOC} has no ```python block"
+    return blocks[0]
+
+
+@pytest.fixture
+def example_namespace():
+    namespace: dict = {"__name__": "add_env_example"}
+    try:
+        exec(compile(example_code(), str(DOC), "exec"), namespace)  # noqa: S102 - our own doc
+        yield namespace
+    finally:
+        if "demo/units" in envs.list_envs():
+            envs.unregister_env("demo/units")
+
+
+def test_example_is_short() -> None:
+    assert len(example_code().strip().splitlines()) < 60
+
+
+def test_example_runs_and_passes_check_env(example_namespace: dict) -> None:
+    assert "demo/units" in envs.list_envs()
+    env = envs.make("demo/units", n=3, seed=1)
+    assert isinstance(env, example_namespace["UnitEnv"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_env(env)
+    loud = [str(w.message) for w in caught if "render fps" not in str(w.message)]
+    assert not loud, loud
+    wrapped = gymnasium.make("demo/units-v0", n=2, reward_mode="outcome")
+    obs, _ = wrapped.reset(seed=0)
+    assert obs.startswith("Convert ")
+    assert wrapped.step("The answer is " + wrapped.unwrapped.snapshot().task.answer)[1:3] == (1.0, True)
+
+
+def test_example_unregisters_cleanly(example_namespace: dict) -> None:
+    envs.unregister_env("demo/units")
+    assert "demo/units" not in envs.list_envs()
+    with pytest.raises(gymnasium.error.Error):
+        gymnasium.make("demo/units-v0")
