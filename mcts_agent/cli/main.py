@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "mcts_agent.cli.models",
     "mcts_agent.cli.generate",
     "mcts_agent.cli.search",
+    "mcts_agent.cli.iterate",
     "mcts_agent.cli.export",
 )
 

@@ -1,0 +1,188 @@
+"""Iterative MCTS-DPO: search the train split, extract step pairs, train, evaluate, repeat.
+
+Each iteration k writes ``out_dir/iter_<k>/`` with one folder per phase:
+
+    search/   trees.jsonl, results.jsonl, summary.json   (MCTS with the policy of iteration k-1)
+    pairs/    the preference dataset (datasets.save_to_disk) and stats.json
+    train/    adapter/, merged/ (the policy of iteration k), train_result.json
+    eval/     <algo>/ runs on the held-out split with the new policy
+    monitors.json
+
+``iter_0/eval`` evaluates the initial policy. A phase is finished once its ``DONE.json``
+exists (written atomically, last). A killed run resumes at the first unfinished phase,
+which it redoes from scratch, so it ends with the same result as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from mcts_agent.errors import ConfigError
+from mcts_agent.io import atomic_write_json
+from training.iterate_config import IterateConfig
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+class IterateRun:
+    """One iterate run on disk; ``run()`` does (or resumes) all of it."""
+
+    def __init__(self, config: IterateConfig, progress: Progress | None = None) -> None:
+        self.cfg = config
+        self.root = Path(config.out_dir)
+        self.progress = progress or (lambda msg: log.info(msg))
+        self._tasks: dict[str, list] = {}
+
+    # ----- bookkeeping ----------------------------------------------------------------
+    def _check_config(self) -> None:
+        """Refuse to resume a run directory made with a different configuration."""
+        path = self.root / "config.json"
+        mine = self.cfg.to_dict()
+        if path.exists():
+            import json
+
+            theirs = json.loads(path.read_text())
+            if theirs != mine:
+                diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+                raise ConfigError(f"{self.root} holds a run with a different configuration (differs in {diff}); "
+                                  "choose another out_dir or restore the original config")
+        else:
+            atomic_write_json(path, mine)
+
+    def phase(self, k: int, name: str, work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``work(folder)`` unless the phase is already DONE; return its record."""
+        folder = self.root / f"iter_{k}" / name
+        done = folder / "DONE.json"
+        if done.exists():
+            import json
+
+            return json.loads(done.read_text())
+        if folder.exists():  # a phase cut short: redo it whole, deterministically
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        self.progress(f"iteration {k}: {name}")
+        t0 = time.perf_counter()
+        record = work(folder)
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+        atomic_write_json(done, record)
+        return record
+
+    def tasks(self, which: str) -> list:
+        import envs
+
+        if which not in self._tasks:
+            c = self.cfg
+            if which == "train":
+                self._tasks[which] = envs.load_tasks(c.env, path=c.train_data, split=c.train_split,
+                                                     limit=c.train_tasks, seed=c.train_seed)
+            else:
+                self._tasks[which] = envs.load_tasks(c.env, path=c.eval_data, split=c.eval_split,
+                                                     limit=c.eval_tasks, seed=c.eval_seed)
+        return self._tasks[which]
+
+    # ----- phases ---------------------------------------------------------------------
+    def search(self, policy: str | None, folder: Path) -> dict[str, Any]:
+        import envs
+        from critics import make_critic
+        from mcts_agent.llm import load_backend
+        from mcts_agent.runner import run_tasks
+
+        env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="outcome")
+        with load_backend("transformers", policy, seed=self.cfg.seed) as backend:
+            s = run_tasks(self.tasks("train"), env, backend, self.cfg.search_config(), folder,
+                          make_critic(self.cfg.critic, backend, env), env_id=self.cfg.env)
+            tokens = backend.stats.generated_tokens
+        return {"accuracy": s.accuracy, "tasks": s.tasks, "generated_tokens": tokens}
+
+    def pairs(self, k: int, folder: Path) -> dict[str, Any]:
+        import envs
+        from mcts_agent.io import load_trees
+        from mcts_agent.llm import load_backend
+        from training.common import env_prompt_fn, save_dataset
+        from training.monitors import compute_monitors, write_monitors
+        from training.pairs import PairConfig, extract_pairs, pairs_to_dataset
+
+        trees = load_trees(self.root / f"iter_{k}" / "search" / "trees.jsonl")
+        env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps)
+        cfg = PairConfig(**{"delimiter": env.step_delimiter, **self.cfg.pairs})
+        with load_backend("transformers", self.policy(k - 1)) as backend:  # for its chat template
+            prompt_fn = env_prompt_fn(env, backend.format_chat, {t.id: t for t in self.tasks("train")})
+            stats: dict[str, Any] = {}
+            pairs = extract_pairs(trees, cfg, prompt_fn, stats=stats)
+        save_dataset(pairs_to_dataset(pairs), folder / "dataset")
+        atomic_write_json(folder / "stats.json", stats)
+        write_monitors(compute_monitors(trees), self.root / f"iter_{k}" / "monitors.json")
+        return {"pairs": len(pairs)}
+
+    def train(self, k: int, folder: Path) -> dict[str, Any]:
+        import datasets
+
+        from training.dpo import DPOTrainConfig, train_dpo
+
+        ds = datasets.load_from_disk(str(self.root / f"iter_{k}" / "pairs" / "dataset"))
+        cfg = DPOTrainConfig(**{"seed": self.cfg.seed, **self.cfg.dpo, "output_dir": str(folder)})
+        result = train_dpo(self.policy(k - 1), ds, cfg)
+        return {"merged_dir": result.merged_dir, "initial_loss": result.initial_loss, "final_loss": result.final_loss,
+                "steps": result.steps, "examples": result.examples}
+
+    def evaluate(self, k: int, folder: Path) -> dict[str, Any]:
+        import envs
+        from critics import make_critic
+        from mcts_agent.llm import load_backend
+        from mcts_agent.runner import run_tasks
+
+        env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="none")
+        out: dict[str, Any] = {}
+        with load_backend("transformers", self.policy(k), seed=self.cfg.seed) as backend:
+            for algo in self.cfg.eval_algos:
+                sc = self.cfg.eval_config(algo)
+                critic = make_critic(self.cfg.eval_critic, backend, env) if algo in ("mcts", "beam", "bon") else None
+                s = run_tasks(self.tasks("eval"), env, backend, sc, folder / algo, critic, env_id=self.cfg.env)
+                out[algo] = {"accuracy": s.accuracy, "ci95": list(s.ci95), "correct": s.correct, "tasks": s.tasks,
+                             "tokens_per_task": s.tokens_per_task}
+        return out
+
+    def policy(self, k: int) -> str | None:
+        """The policy after iteration k (k = 0: the initial model)."""
+        if k == 0:
+            return self.cfg.model
+        return str(self.root / f"iter_{k}" / "train" / "merged")
+
+    # ----- the loop -------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        self._check_config()
+        history = [{"iteration": 0, "eval": self.phase(0, "eval", lambda f: self.evaluate(0, f))}]
+        for k in range(1, self.cfg.iterations + 1):
+            row: dict[str, Any] = {"iteration": k}
+            row["search"] = self.phase(k, "search", lambda f, k=k: self.search(self.policy(k - 1), f))
+            row["pairs"] = self.phase(k, "pairs", lambda f, k=k: self.pairs(k, f))
+            row["train"] = self.phase(k, "train", lambda f, k=k: self.train(k, f))
+            row["eval"] = self.phase(k, "eval", lambda f, k=k: self.evaluate(k, f))
+            history.append(row)
+        result = {"config": self.cfg.to_dict(), "history": history}
+        atomic_write_json(self.root / "result.json", result)
+        self._plot(history)
+        return result
+
+    def _plot(self, history: list[dict[str, Any]]) -> None:
+        import json
+
+        from training.monitors import plot_monitors
+
+        monitors = []
+        for k in range(1, len(history)):
+            p = self.root / f"iter_{k}" / "monitors.json"
+            if p.exists():
+                monitors.append({"iteration": k, **json.loads(p.read_text())})
+        if monitors:
+            plot_monitors(monitors, self.root / "monitors.png")
+
+
+def run_iterate(config: IterateConfig, progress: Progress | None = None) -> dict[str, Any]:
+    """Run (or resume) ``config``; return the per-iteration history."""
+    return IterateRun(config, progress).run()

@@ -1,0 +1,84 @@
+"""Configuration of ``mcts-agent iterate``: one JSON (or TOML) file, validated up front."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mcts_agent.errors import ConfigError
+from mcts_agent.search import SearchConfig
+from training.dpo import DPOTrainConfig
+from training.pairs import PairConfig
+
+
+def _opt(default: Any, help: str) -> Any:
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class IterateConfig:
+    """K iterations of: search (train split) -> pairs -> DPO -> evaluation (held-out split)."""
+
+    out_dir: str = _opt("runs/iterate", "Each iteration's artifacts go to out_dir/iter_<k>/<phase>/.")
+    env: str = _opt("math/arithmetic", "Environment name (envs.list_envs()).")
+    train_data: str | None = _opt(None, "Train task file or datasets id (env default if None).")
+    eval_data: str | None = _opt(None, "Held-out task file or datasets id (env default if None).")
+    train_split: str = _opt("train", "Split of the train tasks.")
+    eval_split: str = _opt("test", "Split of the held-out tasks.")
+    train_tasks: int = _opt(64, "Train tasks searched per iteration.")
+    eval_tasks: int = _opt(100, "Held-out tasks evaluated per iteration.")
+    train_seed: int = _opt(1, "Seed choosing (or generating) the train tasks.")
+    eval_seed: int = _opt(2, "Seed choosing (or generating) the held-out tasks.")
+    model: str | None = _opt(None, "Initial policy: HF id or local dir; the embedded model if None.")
+    iterations: int = _opt(2, "Number of search -> train -> evaluate iterations.")
+    max_steps: int = _opt(4, "Step budget of an episode.")
+    critic: str = _opt("self-eval:0.5,verifier:0.5", "Critic of the training search (outcome rewards allowed).")
+    search: dict[str, Any] = _opt({"algo": "mcts", "simulations": 8, "branching": 4}, "SearchConfig of the training search.")
+    eval_algos: list[str] = _opt(["greedy"], "Algorithms evaluated on the held-out split each iteration.")
+    eval_search: dict[str, Any] = _opt({"simulations": 8, "branching": 4}, "SearchConfig fields for held-out MCTS.")
+    eval_critic: str = _opt("self-eval", "Critic for held-out search (no gold: evaluation never sees it).")
+    pairs: dict[str, Any] = _opt({}, "PairConfig fields.")
+    dpo: dict[str, Any] = _opt({}, "DPOTrainConfig fields (output_dir is set per iteration).")
+    seed: int = _opt(0, "Seed of sampling and training.")
+
+    def __post_init__(self) -> None:
+        for name in ("train_tasks", "eval_tasks", "iterations", "max_steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"IterateConfig.{name} must be an integer >= 1, got {v!r}")
+        # Validate the nested configs now, so a typo fails before hours of search.
+        self.search_config()
+        for algo in self.eval_algos:
+            self.eval_config(algo)
+        PairConfig(**self.pairs)
+        DPOTrainConfig(**{**self.dpo, "output_dir": "unused"})
+
+    def search_config(self) -> SearchConfig:
+        return SearchConfig.from_dict({"seed": self.seed, **self.search})
+
+    def eval_config(self, algo: str) -> SearchConfig:
+        return SearchConfig.from_dict({"seed": self.seed, **self.eval_search, "algo": algo})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, path: str | Path, **overrides: Any) -> "IterateConfig":
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist; expected a .json or .toml IterateConfig")
+        try:
+            data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"config file {p} is not valid {p.suffix[1:] or 'JSON'}: {e}") from e
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{p}: unknown IterateConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
