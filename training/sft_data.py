@@ -1,0 +1,222 @@
+"""SFT-style training data from search trees.
+
+* :func:`prm_step_labels`: one row per step with a label for a process reward model
+  (rStar-style: the step's Q, or whether its subtree reached a correct answer);
+  :func:`prm_stepwise` gives the same labels per path in TRL's stepwise-supervision format.
+* :func:`revision_trajectories`: Agent-R-style records: a failing path cut at its first bad
+  step, a short revision phrase, then a sibling path that reaches a correct answer.
+* :func:`rejection_sampling_sft`: correct terminal paths as prompt/completion (STaR /
+  best-of-N rejection sampling baseline).
+
+Correctness comes from ``correct_fn(tree, node)`` (default: the terminal reward, known in
+training runs with outcome rewards). Every function returns a ``datasets.Dataset``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from mcts_agent.errors import ConfigError, TrainingDataError
+from mcts_agent.tree import Node, Tree
+from training.common import (CorrectFn, PromptFn, check_trees, default_prompt, records_to_dataset, render_prompt,
+                             reward_correct, subtree_outcomes)
+
+if TYPE_CHECKING:
+    import datasets
+
+LABEL_MODES = ("q", "outcome")
+DEFAULT_REVISION = "Wait, that step looks wrong. Let me go back and try a different way."
+
+
+@dataclass
+class StepLabelConfig:
+    """How PRM step labels are made."""
+
+    label: str = field(default="outcome", metadata={"help": "'q': the step's Q in [0, 1]; 'outcome': 1.0 if its subtree "
+                                                            "reached a correct answer else 0.0 (steps with no known outcome below are skipped)."})
+    min_visits: int = field(default=1, metadata={"help": "Skip steps visited fewer times (their Q is noise)."})
+    threshold: float = field(default=0.5, metadata={"help": "prm_stepwise with label='q': a step is good when Q >= threshold."})
+    delimiter: str = field(default="\n", metadata={"help": "The env's step delimiter, appended to each step."})
+
+    def __post_init__(self) -> None:
+        if self.label not in LABEL_MODES:
+            raise ConfigError(f"StepLabelConfig.label must be one of {LABEL_MODES}, got {self.label!r}")
+        if not isinstance(self.min_visits, int) or self.min_visits < 0:
+            raise ConfigError(f"StepLabelConfig.min_visits must be an int >= 0, got {self.min_visits!r}")
+        if not math.isfinite(self.threshold):
+            raise ConfigError(f"StepLabelConfig.threshold must be finite, got {self.threshold!r}")
+
+
+@dataclass
+class RevisionConfig:
+    """How Agent-R-style revision trajectories are spliced."""
+
+    bad_q: float = field(default=0.5, metadata={"help": "The first step on a failing path with Q below this is its first "
+                                                        "bad step (the wrong final step when none is)."})
+    phrase: str = field(default=DEFAULT_REVISION, metadata={"help": "Revision step written between the bad step and the good path."})
+    max_per_tree: int | None = field(default=None, metadata={"help": "At most this many records per tree; None keeps all."})
+    delimiter: str = field(default="\n", metadata={"help": "The env's step delimiter, appended to each step."})
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.bad_q):
+            raise ConfigError(f"RevisionConfig.bad_q must be finite, got {self.bad_q!r}")
+        if not isinstance(self.phrase, str) or not self.phrase.strip():
+            raise ConfigError(f"RevisionConfig.phrase must be a non-empty string, got {self.phrase!r}")
+        if self.max_per_tree is not None and (not isinstance(self.max_per_tree, int) or self.max_per_tree < 1):
+            raise ConfigError(f"RevisionConfig.max_per_tree must be None or an int >= 1, got {self.max_per_tree!r}")
+
+
+def _continuation(steps: Iterable[str], delimiter: str) -> str:
+    return "".join(s + delimiter for s in steps)
+
+
+# ----- PRM step labels -------------------------------------------------------------------------
+def prm_step_labels(trees: Iterable[Tree], config: StepLabelConfig | None = None, prompt_fn: PromptFn | None = None,
+                    correct_fn: CorrectFn = reward_correct) -> "datasets.Dataset":
+    """One row per non-root step: prompt (state before it), completion (the step), label, and metadata."""
+    cfg = config or StepLabelConfig()
+    trees = check_trees(trees, "prm_step_labels")
+    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, cfg.delimiter))
+    rows: list[dict[str, Any]] = []
+    for tree in trees:
+        outcomes = subtree_outcomes(tree, correct_fn)
+        for node in tree.nodes[1:]:
+            good, known = outcomes[node.id]
+            if node.visits < cfg.min_visits or (cfg.label == "outcome" and not known):
+                continue
+            label = node.q if cfg.label == "q" else float(good)
+            rows.append({"prompt": render_prompt(render, tree, node.parent), "completion": node.action + cfg.delimiter,
+                         "label": float(label), "q": node.q, "visits": node.visits, "depth": node.depth,
+                         "reached_correct": good if known else None, "tree_id": tree.tree_id,
+                         "task_id": tree.task_id, "node_id": node.id})
+    if not rows:
+        raise TrainingDataError(f"no step could be labelled in {len(trees)} tree(s) (label={cfg.label!r}, "
+                                f"min_visits={cfg.min_visits}): no visited steps" +
+                                (" with a terminal of known correctness below them" if cfg.label == "outcome" else ""))
+    return records_to_dataset(rows, "PRM step labels")
+
+
+def prm_stepwise(trees: Iterable[Tree], config: StepLabelConfig | None = None, prompt_fn: PromptFn | None = None,
+                 correct_fn: CorrectFn = reward_correct) -> "datasets.Dataset":
+    """One row per terminal path: prompt, completions (steps), labels (bools): TRL's stepwise-supervision format."""
+    cfg = config or StepLabelConfig()
+    trees = check_trees(trees, "prm_stepwise")
+    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, cfg.delimiter))
+    rows: list[dict[str, Any]] = []
+    for tree in trees:
+        outcomes = subtree_outcomes(tree, correct_fn)
+        for leaf in tree.terminals():
+            path = tree.path(leaf.id)[1:]
+            if cfg.label == "outcome":
+                if not outcomes[leaf.id][1]:
+                    continue
+                labels = [outcomes[n.id][0] for n in path]
+            else:
+                labels = [n.q >= cfg.threshold for n in path]
+            rows.append({"prompt": render_prompt(render, tree, 0), "completions": [n.action + cfg.delimiter for n in path],
+                         "labels": labels, "tree_id": tree.tree_id, "task_id": tree.task_id, "node_id": leaf.id})
+    if not rows:
+        raise TrainingDataError(f"no terminal path to label in {len(trees)} tree(s) (label={cfg.label!r})")
+    return records_to_dataset(rows, "PRM stepwise paths")
+
+
+# ----- revision trajectories ---------------------------------------------------------------------
+def revision_trajectories(trees: Iterable[Tree], config: RevisionConfig | None = None, prompt_fn: PromptFn | None = None,
+                          correct_fn: CorrectFn = reward_correct) -> "datasets.Dataset":
+    """Agent-R-style SFT records from failing paths that have a correct sibling path.
+
+    For each wrong terminal (in node-id order): its first bad step B is the first step on
+    its path with ``visits > 0`` and ``Q < bad_q`` (else the wrong final step). From B's
+    parent upwards, the first ancestor A with another child whose subtree reaches a correct
+    answer is the branch point; the good path descends from A through the highest-Q
+    children that still reach a correct answer. Record: prompt = the prompt at B (bad step
+    included, as context), completion = revision phrase + the good steps from A. One record
+    per distinct bad step.
+    """
+    cfg = config or RevisionConfig()
+    trees = check_trees(trees, "revision_trajectories")
+    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, cfg.delimiter))
+    rows: list[dict[str, Any]] = []
+    wrong_total = 0
+    for tree in trees:
+        outcomes = subtree_outcomes(tree, correct_fn)
+        seen: set[int] = set()
+        kept = 0
+        for leaf in tree.terminals():
+            if correct_fn(tree, leaf) is not False:
+                continue
+            wrong_total += 1
+            path = tree.path(leaf.id)[1:]
+            bad = next((n for n in path if n.visits > 0 and n.q < cfg.bad_q), leaf)
+            if bad.id in seen or (cfg.max_per_tree is not None and kept >= cfg.max_per_tree):
+                continue
+            seen.add(bad.id)
+            splice = _good_branch(tree, bad, outcomes, correct_fn)
+            if splice is None:
+                continue
+            branch, good_path = splice
+            rows.append({
+                "prompt": render_prompt(render, tree, bad.id),
+                "completion": _continuation([cfg.phrase] + [n.action for n in good_path], cfg.delimiter),
+                "tree_id": tree.tree_id, "task_id": tree.task_id, "bad_node": bad.id, "bad_depth": bad.depth,
+                "bad_q": bad.q, "branch_node": branch.id, "good_node": good_path[-1].id, "good_q": good_path[0].q,
+                "wrong_node": leaf.id})
+            kept += 1
+    if not rows:
+        raise TrainingDataError(f"no revision trajectory in {len(trees)} tree(s): {wrong_total} wrong terminal(s), "
+                                "none with a sibling path that reaches a correct answer")
+    return records_to_dataset(rows, "revision trajectories")
+
+
+def _good_branch(tree: Tree, bad: Node, outcomes: list[tuple[bool, bool]],
+                 correct_fn: CorrectFn) -> tuple[Node, list[Node]] | None:
+    """(branch ancestor, good path below it ending at a correct terminal), or None."""
+    on_path = bad
+    while on_path.parent is not None:
+        branch = tree.nodes[on_path.parent]
+        alts = [tree.nodes[c] for c in branch.children if c != on_path.id and outcomes[c][0]]
+        if alts:
+            node = max(alts, key=lambda n: (n.q, -n.id))
+            path = [node]
+            while correct_fn(tree, node) is not True:
+                node = max((tree.nodes[c] for c in node.children if outcomes[c][0]), key=lambda n: (n.q, -n.id))
+                path.append(node)
+            return branch, path
+        on_path = branch
+    return None
+
+
+# ----- rejection sampling (STaR / best-of-N) --------------------------------------------------------
+def rejection_sampling_sft(trees: Iterable[Tree], prompt_fn: PromptFn | None = None, correct_fn: CorrectFn = reward_correct,
+                           *, max_per_tree: int | None = None, delimiter: str = "\n") -> "datasets.Dataset":
+    """Correct terminal paths as prompt (task prompt) / completion (all steps); duplicates dropped.
+
+    Per tree the paths are ordered by terminal Q (high first), then depth (short first), then id;
+    ``max_per_tree`` keeps the first ones.
+    """
+    if max_per_tree is not None and (not isinstance(max_per_tree, int) or max_per_tree < 1):
+        raise ConfigError(f"max_per_tree must be None or an int >= 1, got {max_per_tree!r}")
+    trees = check_trees(trees, "rejection_sampling_sft")
+    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, delimiter))
+    rows: list[dict[str, Any]] = []
+    known = 0
+    for tree in trees:
+        verdicts = [(n, correct_fn(tree, n)) for n in tree.terminals()]
+        known += sum(v is not None for _, v in verdicts)
+        good = sorted((n for n, v in verdicts if v), key=lambda n: (-n.q, n.depth, n.id))
+        texts: set[str] = set()
+        for node in good:
+            completion = _continuation(tree.steps(node.id), delimiter)
+            if completion in texts:
+                continue
+            texts.add(completion)
+            rows.append({"prompt": render_prompt(render, tree, 0), "completion": completion, "tree_id": tree.tree_id,
+                         "task_id": tree.task_id, "node_id": node.id, "reward": node.reward, "q": node.q,
+                         "depth": node.depth, "answer": node.answer})
+            if max_per_tree is not None and len(texts) >= max_per_tree:
+                break
+    if not rows:
+        raise TrainingDataError(f"no correct terminal path in {len(trees)} tree(s) ({known} terminal(s) of known correctness)")
+    return records_to_dataset(rows, "correct paths")
