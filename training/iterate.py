@@ -3,7 +3,8 @@
 Each iteration k writes ``out_dir/iter_<k>/`` with one folder per phase:
 
     search/   trees.jsonl, results.jsonl, summary.json   (MCTS with the policy of iteration k-1)
-    pairs/    the preference dataset (datasets.save_to_disk) and stats.json
+    pairs/    the training dataset (datasets.save_to_disk) and stats.json: step preference
+              pairs (method dpo) or correct solution paths (method sft, the STaR baseline)
     train/    adapter/, merged/ (the policy of iteration k), train_result.json
     eval/     <algo>/ runs on the held-out split with the new policy
     monitors.json
@@ -106,6 +107,7 @@ class IterateRun:
         from training.common import env_prompt_fn, save_dataset
         from training.monitors import compute_monitors, write_monitors
         from training.pairs import PairConfig, extract_pairs, pairs_to_dataset
+        from training.sft_data import rejection_sampling_sft
 
         trees = load_trees(self.root / f"iter_{k}" / "search" / "trees.jsonl")
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps)
@@ -113,20 +115,33 @@ class IterateRun:
         with load_backend("transformers", self.policy(k - 1)) as backend:  # for its chat template
             prompt_fn = env_prompt_fn(env, backend.format_chat, {t.id: t for t in self.tasks("train")})
             stats: dict[str, Any] = {}
-            pairs = extract_pairs(trees, cfg, prompt_fn, stats=stats)
-        save_dataset(pairs_to_dataset(pairs), folder / "dataset")
+            if self.cfg.method == "dpo":
+                ds = pairs_to_dataset(extract_pairs(trees, cfg, prompt_fn, stats=stats))
+            else:
+                ds = rejection_sampling_sft(trees, prompt_fn, delimiter=env.step_delimiter)
+                stats = {"records": len(ds), "trees_with_a_correct_path": len(set(ds["tree_id"]))}
+        available = len(ds)
+        if self.cfg.max_examples is not None and available > self.cfg.max_examples:
+            ds = ds.shuffle(seed=self.cfg.seed).select(range(self.cfg.max_examples))
+        stats.update(available=available, used=len(ds))
+        save_dataset(ds, folder / "dataset")
         atomic_write_json(folder / "stats.json", stats)
         write_monitors(compute_monitors(trees), self.root / f"iter_{k}" / "monitors.json")
-        return {"pairs": len(pairs)}
+        return {"examples": len(ds), "available": available}
 
     def train(self, k: int, folder: Path) -> dict[str, Any]:
         import datasets
 
         from training.dpo import DPOTrainConfig, train_dpo
+        from training.sft import SFTTrainConfig, train_sft
 
         ds = datasets.load_from_disk(str(self.root / f"iter_{k}" / "pairs" / "dataset"))
-        cfg = DPOTrainConfig(**{"seed": self.cfg.seed, **self.cfg.dpo, "output_dir": str(folder)})
-        result = train_dpo(self.policy(k - 1), ds, cfg)
+        if self.cfg.method == "dpo":
+            cfg = DPOTrainConfig(**{"seed": self.cfg.seed, **self.cfg.dpo, "output_dir": str(folder)})
+            result = train_dpo(self.policy(k - 1), ds, cfg)
+        else:
+            sft = SFTTrainConfig(**{"seed": self.cfg.seed, **self.cfg.sft, "output_dir": str(folder)})
+            result = train_sft(self.policy(k - 1), ds, sft)
         return {"merged_dir": result.merged_dir, "initial_loss": result.initial_loss, "final_loss": result.final_loss,
                 "steps": result.steps, "examples": result.examples}
 

@@ -11,6 +11,7 @@ from typing import Any
 from mcts_agent.errors import ConfigError
 from mcts_agent.search import SearchConfig
 from training.dpo import DPOTrainConfig
+from training.sft import SFTTrainConfig
 from training.pairs import PairConfig
 
 
@@ -35,6 +36,8 @@ class IterateConfig:
     train_seed: int = _opt(1, "Seed choosing (or generating) the train tasks.")
     eval_seed: int = _opt(2, "Seed choosing (or generating) the held-out tasks.")
     model: str | None = _opt(None, "Initial policy: HF id or local dir; the embedded model if None.")
+    method: str = _opt("dpo", "dpo: step-level MCTS-DPO | sft: rejection-sampling SFT on correct paths (STaR baseline).")
+    max_examples: int | None = _opt(None, "Cap on training examples per iteration (pairs or SFT records); None: all.")
     iterations: int = _opt(2, "Number of search -> train -> evaluate iterations.")
     max_steps: int = _opt(4, "Step budget of an episode.")
     critic: str = _opt("self-eval:0.5,verifier:0.5", "Critic of the training search (outcome rewards allowed).")
@@ -44,6 +47,7 @@ class IterateConfig:
     eval_critic: str = _opt("self-eval", "Critic for held-out search (no gold: evaluation never sees it).")
     pairs: dict[str, Any] = _opt({}, "PairConfig fields.")
     dpo: dict[str, Any] = _opt({}, "DPOTrainConfig fields (output_dir is set per iteration).")
+    sft: dict[str, Any] = _opt({}, "SFTTrainConfig fields for method sft (output_dir is set per iteration).")
     seed: int = _opt(0, "Seed of sampling and training.")
 
     def __post_init__(self) -> None:
@@ -51,12 +55,17 @@ class IterateConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"IterateConfig.{name} must be an integer >= 1, got {v!r}")
+        if self.method not in ("dpo", "sft"):
+            raise ConfigError(f"IterateConfig.method must be 'dpo' or 'sft', got {self.method!r}")
+        if self.max_examples is not None and (not isinstance(self.max_examples, int) or self.max_examples < 1):
+            raise ConfigError(f"IterateConfig.max_examples must be None or an integer >= 1, got {self.max_examples!r}")
         # Validate the nested configs now, so a typo fails before hours of search.
         self.search_config()
         for algo in self.eval_algos:
             self.eval_config(algo)
         PairConfig(**self.pairs)
         DPOTrainConfig(**{**self.dpo, "output_dir": "unused"})
+        SFTTrainConfig(**{**self.sft, "output_dir": "unused"})
 
     def search_config(self) -> SearchConfig:
         return SearchConfig.from_dict({"seed": self.seed, **self.search})
