@@ -1,0 +1,450 @@
+"""The embedded default backend: a Hugging Face causal LM with its own batched decode loop.
+
+One ``generate`` call prefills every distinct prompt once (grouped by length, left
+padded), copies each prompt's KV cache into the rows of its ``n`` samples, then decodes
+all rows in lockstep over a preallocated cache, dropping finished rows as they pile up.
+Requests are packed into chunks of at most ``max_batch_size`` rows (and a KV memory
+budget) so memory stays bounded; results come back in request order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from mcts_agent.errors import ConfigError, ModelLoadError, PromptTooLongError
+from mcts_agent.llm import hf_decode
+from mcts_agent.llm.model_store import resolve_model
+from mcts_agent.llm.types import Backend, Completion, FinishReason, GenerationRequest, truncate_at_stop
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+STOP_WINDOW_EXTRA = 8  # tokens decoded beyond the longest stop string when checking the tail
+
+
+@dataclass
+class _Row:
+    """One sample being decoded."""
+
+    req: int
+    sample: int
+    prompt: int  # index into the chunk's distinct prompts
+    request: GenerationRequest
+    rng: random.Random | None
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: str | None = None  # "eos" | "stop" | "length"
+
+
+class TransformersBackend(Backend):
+    """Batched generation and scoring with a transformers causal LM (CPU or CUDA).
+
+    ``model``: None / "embedded" for the embedded SmolLM2, an HF id, or a local directory.
+    ``kv_cache_gb`` bounds the KV cache of one decode chunk; ``prefill_tokens`` bounds the
+    padded tokens of one prefill or scoring forward pass.
+    """
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: str = "float32",
+        max_batch_size: int = 64,
+        seed: int = 0,
+        cache_dir: str | Path | None = None,
+        kv_cache_gb: float = 4.0,
+        prefill_tokens: int = 4096,
+    ) -> None:
+        super().__init__()
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if kv_cache_gb <= 0 or prefill_tokens < 1:
+            raise ConfigError(f"kv_cache_gb and prefill_tokens must be positive, got {kv_cache_gb}, {prefill_tokens}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.max_batch_size, self.seed = max_batch_size, seed
+        self.prefill_tokens = prefill_tokens
+        self.model_path = resolve_model(model, cache_dir)
+        self.tokenizer, self.model = _load(self.model_path, model, DTYPES[dtype], self.device)
+        config = self.model.config.get_text_config()
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self.max_context = _context_limit(config, self.tokenizer)
+        self.eos_ids = _eos_ids(self.tokenizer, self.model)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos_ids, default=0)
+        self.use_buffer = hf_decode.supports_kv_buffer(self.model.config)
+        self.fast_attention = hf_decode.install_gqa_attention(self.model)
+        kv_bytes = 2 * config.num_hidden_layers * _kv_width(config) * self.model.dtype.itemsize
+        self.kv_token_budget = max(1, int(kv_cache_gb * 2**30 / kv_bytes))
+        self._calls = 0
+
+    # ------------------------------------------------------------------ public API
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
+        requests = list(requests)
+        for i, r in enumerate(requests):
+            if not isinstance(r, GenerationRequest):
+                raise ConfigError(f"request {i} must be a GenerationRequest, got {type(r).__name__}")
+        if not requests:
+            return []
+        start = time.perf_counter()
+        call = self._calls
+        self._calls += 1
+        prompts = [self._encode_prompt(r.prompt, f"request {i}") for i, r in enumerate(requests)]
+        for i, (ids, r) in enumerate(zip(prompts, requests)):
+            self._check_fits(f"request {i}", len(ids), r.max_tokens)
+        results: list[list[Completion | None]] = [[None] * r.n for r in requests]
+        generated = 0
+        with torch.inference_mode():
+            for chunk in self._plan(prompts, requests):
+                distinct, rows = self._make_rows(chunk, prompts, requests, call)
+                self._decode(distinct, rows)
+                for row in rows:
+                    generated += len(row.ids)
+                    results[row.req][row.sample] = self._finish(row)
+        self.stats.calls += 1
+        self.stats.prompts += len(requests)
+        self.stats.prompt_tokens += sum(map(len, prompts))
+        self.stats.generated_tokens += generated
+        self.stats.seconds += time.perf_counter() - start
+        return [list(r) for r in results]  # type: ignore[arg-type]
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
+        if len(prompts) != len(continuations):
+            raise ConfigError(f"score needs as many prompts as continuations, got {len(prompts)} and {len(continuations)}")
+        start = time.perf_counter()
+        p_ids = [self._encode_prompt(p, f"prompt {i}") for i, p in enumerate(prompts)]
+        c_ids = []
+        for i, c in enumerate(continuations):
+            if not isinstance(c, str):
+                raise ConfigError(f"continuation {i} must be a string, got {type(c).__name__}")
+            c_ids.append(self.tokenizer.encode(c, add_special_tokens=False))
+            self._check_fits(f"pair {i}", len(p_ids[i]), len(c_ids[i]))
+        out = [0.0] * len(prompts)
+        todo = sorted((i for i in range(len(prompts)) if c_ids[i]), key=lambda i: len(p_ids[i]) + len(c_ids[i]))
+        logit_rows = max(1, 2**28 // (4 * self.vocab_size))  # ~256 MiB of float logits per pass
+        batches: list[list[int]] = []
+        for i in todo:  # sorted by length, so the newest pair is the widest
+            grown = batches[-1] + [i] if batches else [i]
+            cmax = max(len(c_ids[j]) for j in grown)
+            width = len(p_ids[i]) + len(c_ids[i])
+            if batches and len(grown) * width <= self.prefill_tokens and len(grown) * (cmax + 1) <= logit_rows:
+                batches[-1] = grown
+            else:
+                batches.append([i])
+        with torch.inference_mode():
+            for batch in batches:
+                for j, value in zip(batch, self._score_batch([p_ids[j] for j in batch], [c_ids[j] for j in batch])):
+                    out[j] = value
+        self.stats.score_calls += 1
+        self.stats.seconds += time.perf_counter() - start
+        return out
+
+    def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        messages = list(messages)
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise ConfigError(f"message {i} must be a dict with string 'role' and 'content', got {m!r}")
+        if not getattr(self.tokenizer, "chat_template", None):
+            return super().format_chat(messages)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ encoding and planning
+
+    def _encode_prompt(self, prompt: str | tuple[int, ...] | list[int], what: str) -> list[int]:
+        if isinstance(prompt, str):
+            bos = self.tokenizer.bos_token
+            ids = self.tokenizer.encode(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))
+        elif isinstance(prompt, (tuple, list)):
+            ids = list(prompt)
+            bad = [t for t in ids if not isinstance(t, int) or not 0 <= t < self.vocab_size]
+            if bad:
+                raise ConfigError(f"{what}: token ids must be ints in [0, {self.vocab_size}), got {bad[:5]}")
+        else:
+            raise ConfigError(f"{what}: prompt must be a string or a tuple of token ids, got {type(prompt).__name__}")
+        if not ids:
+            if self.tokenizer.bos_token_id is None:
+                raise ConfigError(f"{what}: the prompt is empty and the model has no BOS token to start from")
+            ids = [self.tokenizer.bos_token_id]
+        return ids
+
+    def _check_fits(self, what: str, prompt_tokens: int, extra: int) -> None:
+        if self.max_context and prompt_tokens + extra > self.max_context:
+            raise PromptTooLongError(
+                f"{what}: prompt has {prompt_tokens} tokens + {extra} more = {prompt_tokens + extra}, "
+                f"more than the model's context of {self.max_context} tokens"
+            )
+
+    def _plan(self, prompts: list[list[int]], requests: list[GenerationRequest]) -> list[list[tuple[int, int, int]]]:
+        """Pack (request, first sample, count) pieces into chunks, shortest prompts first.
+
+        A chunk holds at most ``max_batch_size`` rows and fits the KV budget; a request whose
+        ``n`` does not fit is split across chunks (its prompt is prefilled once per chunk).
+        """
+        chunks: list[list[tuple[int, int, int]]] = []
+        cur: list[tuple[int, int, int]] = []
+        rows = most_new = 0
+        for i in sorted(range(len(requests)), key=lambda i: len(prompts[i])):
+            r, done = requests[i], 0
+            most_new = max(most_new, r.max_tokens)
+            while done < r.n:
+                width = len(prompts[i]) + most_new  # this prompt is the chunk's longest so far
+                cap = max(1, min(self.max_batch_size, self.kv_token_budget // width))
+                if rows >= cap:
+                    chunks.append(cur)
+                    cur, rows, most_new = [], 0, r.max_tokens
+                    continue
+                take = min(r.n - done, cap - rows)
+                cur.append((i, done, take))
+                rows, done = rows + take, done + take
+        if cur:
+            chunks.append(cur)
+        return chunks
+
+    def _make_rows(
+        self, chunk: list[tuple[int, int, int]], prompts: list[list[int]], requests: list[GenerationRequest], call: int
+    ) -> tuple[list[list[int]], list[_Row]]:
+        """The chunk's distinct prompts (identical ones are prefilled once) and one row per sample."""
+        index: dict[tuple[int, ...], int] = {}
+        rows = []
+        for req, first, count in chunk:
+            r = requests[req]
+            p = index.setdefault(tuple(prompts[req]), len(index))
+            for j in range(first, first + count):
+                key = ("request", r.seed, j) if r.seed is not None else ("backend", self.seed, call, req, j)
+                rng = random.Random(hf_decode.row_seed(*key)) if r.temperature > 0 else None
+                rows.append(_Row(req=req, sample=j, prompt=p, request=r, rng=rng))
+        return [list(ids) for ids in index], rows
+
+    # ------------------------------------------------------------------ the decode loop
+
+    def _decode(self, prompts: list[list[int]], rows: list[_Row]) -> None:
+        """Generate every row of one chunk in place (``row.ids``, ``row.logprobs``, ``row.finish``)."""
+        dev = self.device
+        longest = max(map(len, prompts))
+        steps = max(r.request.max_tokens for r in rows)
+        cache, logits = self._prefill(prompts, rows, longest, steps)
+        row_prompt = torch.tensor([r.prompt for r in rows])
+        lens = torch.tensor([len(p) for p in prompts])[row_prompt]
+        mask = torch.ones(len(rows), longest + steps, dtype=torch.long)
+        mask[:, :longest] = (torch.arange(longest)[None, :] >= (longest - lens)[:, None]).long()
+        mask, positions = mask.to(dev), lens.to(dev)
+        active = list(range(len(rows)))  # row index of each batch position
+        for t in range(steps):
+            batch = [rows[a] for a in active]
+            tokens, lps = hf_decode.choose_tokens(
+                logits, [r.request.temperature for r in batch], [r.request.top_p for r in batch], [r.rng for r in batch]
+            )
+            for row, tok, lp in zip(batch, tokens.tolist(), lps.tolist()):
+                if row.finish is None:
+                    self._append(row, tok, lp)
+            live = [b for b, row in enumerate(batch) if row.finish is None]
+            if not live:
+                break
+            if 4 * (len(batch) - len(live)) >= len(batch):  # drop finished rows once they are a quarter
+                keep = torch.tensor(live, device=dev)
+                cache.batch_select_indices(keep)
+                tokens, mask, positions = tokens[keep], mask[keep], positions[keep]
+                active = [active[b] for b in live]
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=mask[:, : longest + t + 1],
+                position_ids=(positions + t)[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1]
+            self.stats.extra["decode_steps"] = self.stats.extra.get("decode_steps", 0) + 1
+
+    def _prefill(self, prompts: list[list[int]], rows: list[_Row], longest: int, steps: int):
+        """Run every distinct prompt once; return a cache with one row per sample, and their logits."""
+        dev, n_rows = self.device, len(rows)
+        row_prompt = torch.tensor([r.prompt for r in rows])
+        first = torch.empty(len(prompts), self.vocab_size, dtype=torch.float32, device=dev)
+        order = sorted(range(len(prompts)), key=lambda p: len(prompts[p]))
+        groups = [order] if not self.use_buffer else _groups(order, [len(p) for p in prompts], self.prefill_tokens)
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        stock = None
+        for group in groups:
+            ids, mask, width = _left_pad([prompts[p] for p in group], self.pad_id, longest if not self.use_buffer else None)
+            ids, mask = ids.to(dev), mask.to(dev)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp_(min=0),
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            first[torch.tensor(group, device=dev)] = out.logits[:, -1].float()
+            self.stats.extra["prefill_rows"] = self.stats.extra.get("prefill_rows", 0) + len(group)
+            if not self.use_buffer:
+                stock = out.past_key_values
+                continue
+            # copy each prompt's cache into the rows of its samples, right-aligned at ``longest``
+            local = {p: k for k, p in enumerate(group)}
+            sel = [b for b, r in enumerate(rows) if r.prompt in local]
+            src = torch.tensor([local[rows[b].prompt] for b in sel], device=dev)
+            dst = torch.tensor(sel, device=dev)
+            for li, layer in enumerate(out.past_key_values.layers):
+                if li == len(keys):
+                    shape = (n_rows, layer.keys.shape[1], longest + steps, layer.keys.shape[3])
+                    keys.append(torch.zeros(shape, dtype=layer.keys.dtype, device=dev))
+                    values.append(torch.zeros(shape, dtype=layer.values.dtype, device=dev))
+                keys[li][dst, :, longest - width : longest] = layer.keys.index_select(0, src)
+                values[li][dst, :, longest - width : longest] = layer.values.index_select(0, src)
+            del out
+        logits = first.index_select(0, row_prompt.to(dev))
+        if not self.use_buffer:
+            stock.reorder_cache(row_prompt.to(dev))
+            return stock, logits
+        return hf_decode.make_buffer_cache(keys, values, longest), logits
+
+    def _append(self, row: _Row, token: int, logprob: float) -> None:
+        """Record one generated token and decide whether the row is finished."""
+        row.ids.append(token)
+        row.logprobs.append(logprob)
+        stop = row.request.stop
+        if token in self.eos_ids:
+            row.finish = "eos"
+        elif stop and self._stop_in_tail(row.ids, stop):
+            row.finish = "stop"
+        elif len(row.ids) >= row.request.max_tokens:
+            row.finish = "length"
+
+    def _stop_in_tail(self, ids: list[int], stop: Sequence[str]) -> bool:
+        window = max(map(len, stop)) + STOP_WINDOW_EXTRA
+        tail = self._decode_text(ids[-window:])
+        return any(s in tail for s in stop)
+
+    def _decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _finish(self, row: _Row) -> Completion:
+        """Turn a decoded row into a Completion: cut at EOS or the earliest stop string."""
+        ids, lps = row.ids, row.logprobs
+        if row.finish == "eos":
+            ids, lps = ids[:-1], lps[:-1]
+        text = self._decode_text(ids)
+        kept, matched = truncate_at_stop(text, row.request.stop)
+        if matched is not None:
+            k = self._tokens_within(ids, kept)
+            return Completion(kept, ids[:k], lps[:k], FinishReason.STOP, matched)
+        reason = FinishReason.LENGTH if row.finish == "length" else FinishReason.STOP
+        return Completion(text, list(ids), list(lps), reason)
+
+    def _tokens_within(self, ids: list[int], kept: str) -> int:
+        """Most leading tokens whose text lies inside ``kept`` (a stop may begin mid-token)."""
+        lo, hi = 0, len(ids)
+        while lo < hi:  # largest k with len(decode(ids[:k])) <= len(kept)
+            mid = (lo + hi + 1) // 2
+            if len(self._decode_text(ids[:mid])) <= len(kept):
+                lo = mid
+            else:
+                hi = mid - 1
+        while lo and not kept.startswith(self._decode_text(ids[:lo])):
+            lo -= 1
+        return lo
+
+    # ------------------------------------------------------------------ scoring
+
+    def _score_batch(self, prompts: list[list[int]], conts: list[list[int]]) -> list[float]:
+        seqs = [p + c for p, c in zip(prompts, conts)]
+        ids, mask, width = _left_pad(seqs, self.pad_id)
+        cmax = max(map(len, conts))
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_(min=0), logits_to_keep=cmax + 1
+        )
+        logits = out.logits[:, :-1].float()  # position k predicts token width - cmax + k
+        targets = ids[:, width - cmax :]
+        token_lp = logits.gather(-1, targets[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        lens = torch.tensor([len(c) for c in conts], device=self.device)
+        keep = torch.arange(cmax, device=self.device)[None, :] >= (cmax - lens)[:, None]
+        return (token_lp * keep).sum(-1).tolist()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _load(path: str, spec: str | None, dtype: Any, device: torch.device):
+    """Load tokenizer and model; any failure becomes a ModelLoadError naming the model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
+        raise ModelLoadError(
+            f"could not load model {spec or path!r} (from {path}): {e}; expected an HF model id reachable "
+            "offline, a local directory with config.json and weights, or 'embedded'"
+        ) from e
+    try:
+        model = model.to(device).eval()
+    except (RuntimeError, AssertionError) as e:
+        raise ModelLoadError(f"could not move model {spec or path!r} to device {device}: {e}") from e
+    return tokenizer, model
+
+
+def _context_limit(config: Any, tokenizer: Any) -> int | None:
+    limit = getattr(config, "max_position_embeddings", None)
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit and tok_limit < 10**8 and (limit is None or tok_limit < limit):
+        limit = tok_limit
+    return int(limit) if limit else None
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    return frozenset(ids)
+
+
+def _kv_width(config: Any) -> int:
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+
+
+def _groups(order: list[int], lens: list[int], budget: int) -> list[list[int]]:
+    """Split prompts (sorted by length) into prefill groups of at most ``budget`` padded tokens."""
+    groups: list[list[int]] = []
+    for p in order:
+        if groups and (len(groups[-1]) + 1) * lens[p] <= budget:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _left_pad(seqs: list[list[int]], pad: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    width = width or max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
+    return ids, mask, width
