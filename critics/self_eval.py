@@ -96,15 +96,13 @@ class SelfEvalCritic(Critic):
     def evaluate(self, nodes: Sequence[NodeView]) -> list[float]:
         pos, neg = self.config.positive, self.config.negative
         answers = (*pos, *neg)  # type: ignore[misc]
-        prompts: list[str] = []
-        for node in nodes:
-            prompts.extend([self.prompt(node)] * len(answers))
-        logps = self.backend.score(prompts, list(answers) * len(nodes))
-        if len(logps) != len(prompts):
-            raise CriticError(f"backend.score returned {len(logps)} log-likelihoods for {len(prompts)} (prompt, answer) pairs")
-        k, values = len(answers), []
+        rows = self.backend.next_token_logprobs([self.prompt(node) for node in nodes], list(answers))
+        if len(rows) != len(nodes) or any(len(r) != len(answers) for r in rows):
+            raise CriticError(f"backend.next_token_logprobs returned {len(rows)} rows for {len(nodes)} prompts "
+                              f"x {len(answers)} answers")
+        values = []
         for i in range(len(nodes)):
-            row = [float(x) for x in logps[i * k:(i + 1) * k]]
+            row = [float(x) for x in rows[i]]
             if any(math.isnan(x) or x == math.inf for x in row):
                 raise CriticError(f"backend.score returned {row} for node {i} (answers {list(answers)}); expected log-likelihoods <= 0")
             values.append(_p_positive(row[:len(pos)], row[len(pos):]))  # type: ignore[arg-type]

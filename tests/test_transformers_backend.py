@@ -179,3 +179,19 @@ def test_eos_is_stop_and_not_in_tokens(embedded_backend) -> None:  # type: ignor
     [[c]] = embedded_backend.generate([GenerationRequest(prompt, max_tokens=12, temperature=0)])
     assert c.finish_reason is FinishReason.STOP and c.stop_reason is None
     assert not set(c.token_ids) & embedded_backend.eos_ids and len(c.token_ids) < 12
+
+
+def test_next_token_logprobs_one_pass_equals_pair_scoring(embedded_backend, prompts) -> None:  # type: ignore[no-untyped-def]
+    from mcts_agent.llm.types import Backend
+
+    cands = ["Yes", "No"]
+    before = embedded_backend.stats.score_calls
+    fast = embedded_backend.next_token_logprobs(prompts, cands)
+    assert embedded_backend.stats.score_calls == before + 1
+    slow = Backend.next_token_logprobs(embedded_backend, prompts, cands)  # the generic pair-scoring path
+    assert len(fast) == len(prompts) and all(len(r) == 2 for r in fast)
+    for a, b in zip(fast, slow):
+        assert a == pytest.approx(b, abs=1e-3)
+    # Multi-token candidates fall back to pair scoring.
+    multi = embedded_backend.next_token_logprobs(prompts[:1], ["Yes, it is correct"])
+    assert multi[0][0] == pytest.approx(embedded_backend.score(prompts[:1], ["Yes, it is correct"])[0], abs=1e-3)

@@ -150,6 +150,36 @@ class TransformersBackend(Backend):
         self.stats.seconds += time.perf_counter() - start
         return out
 
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+        """One forward pass per prompt when every candidate is a single token, else pair scoring."""
+        cand_ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in candidates]
+        if not cand_ids or any(len(c) != 1 for c in cand_ids):
+            return super().next_token_logprobs(prompts, candidates)
+        start = time.perf_counter()
+        p_ids = [self._encode_prompt(p, f"prompt {i}") for i, p in enumerate(prompts)]
+        for i, ids in enumerate(p_ids):
+            self._check_fits(f"prompt {i}", len(ids), 1)
+        wanted = torch.tensor([c[0] for c in cand_ids], device=self.device)
+        out: list[list[float]] = [[] for _ in prompts]
+        order = sorted(range(len(prompts)), key=lambda i: len(p_ids[i]))
+        batch: list[int] = []
+        with torch.inference_mode():
+            for n, i in enumerate(order):
+                batch.append(i)
+                last = n == len(order) - 1
+                if last or (len(batch) + 1) * len(p_ids[order[n + 1]]) > self.prefill_tokens:
+                    ids, mask, _ = _left_pad([p_ids[j] for j in batch], self.pad_id)
+                    ids, mask = ids.to(self.device), mask.to(self.device)
+                    logits = self.model(input_ids=ids, attention_mask=mask,
+                                        position_ids=(mask.cumsum(-1) - 1).clamp_(min=0), logits_to_keep=1).logits
+                    logp = torch.log_softmax(logits[:, -1].float(), dim=-1)[:, wanted]
+                    for j, row in zip(batch, logp.tolist()):
+                        out[j] = row
+                    batch = []
+        self.stats.score_calls += 1
+        self.stats.seconds += time.perf_counter() - start
+        return out
+
     def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
         messages = list(messages)
         for i, m in enumerate(messages):

@@ -96,6 +96,16 @@ class Backend(abc.ABC):
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         """Summed log-likelihood of each continuation given its prompt (pairs, batched)."""
 
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+        """Log-likelihood of each candidate continuation after each prompt: one row per prompt.
+
+        Critics use it to read "Yes"/"No" probabilities. Backends that can read single-token
+        candidates off one forward pass per prompt override it; this default scores pairs.
+        """
+        k = len(candidates)
+        flat = self.score([p for p in prompts for _ in range(k)], list(candidates) * len(prompts))
+        return [list(flat[i * k:(i + 1) * k]) for i in range(len(prompts))]
+
     def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
         """Render chat messages as the model's prompt, ending where the assistant speaks."""
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
