@@ -6,7 +6,11 @@ the memory a node costs beyond its step text (tracemalloc). Writes JSON (``--out
 a table. ``--browser`` also opens the viewer in headless chromium and reads back its load time.
 Wall and CPU seconds are both reported: on a shared machine CPU seconds are the steadier figure.
 
-Run: ``python -m benchmarks.scale --nodes 100000 --out scale.json [--browser]``.
+Planner half: ``--trees`` MCTS trees in flight on the scripted backend (every round one
+batched call over all of them): wall time, time per node, and peak memory per node beyond
+its step text, env state and all (target <= 2 KB).
+
+Run: ``python -m benchmarks.scale --nodes 100000 --trees 1000 --out results/scale.json [--browser]``.
 """
 
 from __future__ import annotations
@@ -162,6 +166,50 @@ def bench_export(n_nodes: int = 100_000, seed: int = 0, workdir: Path | None = N
     }
 
 
+def bench_planner(trees: int = 1000, simulations: int = 8, branching: int = 4, seed: int = 0) -> dict[str, Any]:
+    """``trees`` MCTS trees in flight at once on the scripted backend (no model time).
+
+    Every round is ONE generate call over all live trees; the figures are the planner's own
+    cost: wall time, seconds per node, and peak traced memory per node beyond step texts.
+    """
+    from critics import make_critic
+    from envs.base import Task
+    from envs.registry import make
+    from mcts_agent.llm.scripted import ScriptedBackend
+    from mcts_agent.search import Planner, SearchConfig
+
+    rng = random.Random(seed)
+
+    def script(prompt: str, i: int) -> str:
+        depth = prompt.count("\n", prompt.rfind("assistant"))
+        r = random.Random(hash((len(prompt), i, depth)) & 0xFFFF)
+        if depth >= 3 and r.random() < 0.5:
+            return f"The answer is {r.randint(1, 99)}.\n"
+        return step_text(r) + "\n"
+
+    tasks = [Task(id=f"s{i}", question=f"What is {rng.randint(1, 50)} + {rng.randint(1, 50)}?", answer="0")
+             for i in range(trees)]
+    env = make("math/gsm8k", max_steps=6)
+    backend = ScriptedBackend(script)
+    cfg = SearchConfig(simulations=simulations, branching=branching, max_trees_in_flight=trees, seed=seed)
+    planner = Planner(backend, env, cfg, make_critic("none"))
+    gc.collect()
+    tracemalloc.start()
+    t0, c0 = time.perf_counter(), time.process_time()
+    done = planner.run(tasks)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    nodes = sum(len(t.nodes) for t in done)
+    text = sum(sys.getsizeof(n.action) for t in done for n in t.nodes)
+    return {
+        "trees_in_flight": trees, "rounds": planner.stats.rounds, "nodes": nodes,
+        "max_batch_rows": max(planner.stats.batch_sizes), "policy_calls": planner.stats.policy_calls,
+        "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "us_per_node": round(1e6 * wall / nodes, 1),
+        "peak_bytes_per_node_beyond_text": round((peak - text) / nodes),
+    }
+
+
 def _find_chromium() -> str | None:
     import shutil
 
@@ -182,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     ap.add_argument("--browser", action="store_true", help="also open the viewer in headless chromium and time it")
+    ap.add_argument("--trees", type=int, default=1000, help="trees in flight in the planner half")
     args = ap.parse_args(argv)
     if args.nodes < 1:
         ap.error(f"--nodes must be >= 1, got {args.nodes}")
@@ -189,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "export": bench_export(args.nodes, seed=args.seed, chromium=_find_chromium() if args.browser else None),
     }
+    result["planner"] = bench_planner(args.trees, seed=args.seed)
     print_table(f"export of one {args.nodes:,}-node tree (seconds, bytes)", result["export"])
+    print_table(f"{args.trees:,} MCTS trees in flight, scripted backend (no model time)", result["planner"])
     if args.out:
         from mcts_agent.io import atomic_write_json
 
