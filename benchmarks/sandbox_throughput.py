@@ -22,6 +22,7 @@ import argparse
 import statistics
 import subprocess
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -70,6 +71,33 @@ def sandboxed(pool: SandboxPool, jobs: list[tuple[str, str | None]]) -> Callable
     return run_all
 
 
+def search_pass_at_1(n_tasks: int, simulations: int, branching: int, critic: str, seed: int = 0) -> list[dict]:
+    """Greedy against MCTS pass@1 on the first ``n_tasks`` HumanEval tasks, embedded model,
+    every candidate verified in the sandbox (one chosen answer per task)."""
+    import tempfile
+
+    import envs
+    from critics import make_critic
+    from mcts_agent.llm import load_backend
+    from mcts_agent.runner import run_tasks
+    from mcts_agent.search import SearchConfig
+
+    tasks = envs.load_tasks("code/humaneval", limit=n_tasks)
+    env = envs.make("code/humaneval")
+    rows = []
+    with load_backend("transformers", seed=seed) as backend, tempfile.TemporaryDirectory() as d:
+        for algo in ("greedy", "mcts"):
+            cfg = SearchConfig(algo=algo, simulations=simulations, branching=branching, max_step_tokens=256,
+                               max_solution_tokens=256, answer_rule="q", max_trees_in_flight=n_tasks, seed=seed)
+            s = run_tasks(tasks, env, backend, cfg, Path(d) / algo,
+                          make_critic(critic, backend, env) if algo == "mcts" else None, env_id="code/humaneval")
+            rows.append({"algo": algo, "tasks": s.tasks, "pass@1": round(s.accuracy, 3),
+                         "ci95": [round(x, 3) for x in s.ci95], "tokens_per_task": round(s.tokens_per_task, 1),
+                         "seconds": s.seconds})
+    env.close()
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=64, help="programs per mode (default: %(default)s)")
@@ -78,6 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--backends", default="bwrap,unshare,none", help="sandbox backends to try (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per mode (default: %(default)s)")
     p.add_argument("--out", default="results/sandbox_throughput.json", help="JSON output (default: %(default)s)")
+    p.add_argument("--search-tasks", type=int, default=0,
+                   help="also compare greedy and MCTS pass@1 on this many HumanEval tasks with the embedded model")
+    p.add_argument("--simulations", type=int, default=4, help="MCTS simulations for --search-tasks")
+    p.add_argument("--branching", type=int, default=4, help="MCTS candidates per expansion for --search-tasks")
+    p.add_argument("--critic", default="self-eval", help="MCTS critic for --search-tasks")
     args = p.parse_args(argv)
     if min(args.n, args.workers, args.rounds) < 1:
         p.error(f"--n, --workers and --rounds must be >= 1, got {args.n}, {args.workers}, {args.rounds}")
@@ -113,9 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         row["overhead_x"] = round(bare_best / row["best_exec_per_s"], 2)
         row["overhead_vs_I_S_x"] = round(isolated_best / row["best_exec_per_s"], 2)
-    write_result(args.out, "sandbox_throughput", {**vars(args), "python": python}, rows, unavailable=notes)
+    search = search_pass_at_1(args.search_tasks, args.simulations, args.branching, args.critic) \
+        if args.search_tasks > 0 else []
+    write_result(args.out, "sandbox_throughput", {**vars(args), "python": python}, rows, unavailable=notes,
+                 search=search)
     print_table(f"sandbox throughput ({args.workload}, n={args.n}, workers={args.workers}, rounds={args.rounds})",
                 rows, ["mode", "passed", "best_exec_per_s", "median_exec_per_s", "overhead_x", "overhead_vs_I_S_x"])
+    if search:
+        print_table("HumanEval pass@1, embedded model (sandboxed verification)", search)
     for backend, why in notes.items():
         print(f"{backend}: unavailable: {why}")
     print(f"wrote {args.out}")
