@@ -84,13 +84,35 @@ def main(argv: list[str] | None = None) -> dict:
     print_table("held-out greedy accuracy per iteration", rows)
     plot(rows, args.plot)
     final = {arm: [r for r in rows if r["arm"] == arm][-1] for arm in ("mcts-dpo", "rs-sft")}
+    k = args.iterations
+    gains = {arm: paired_gain_ci(work / d / "iter_0", work / d / f"iter_{k}")
+             for arm, d in (("mcts-dpo", "mcts_dpo"), ("rs-sft", "sft"))}
     verdict = {
-        "gain_points": round(100 * final["mcts-dpo"]["gain_vs_base"], 1),
+        "gain_points": round(100 * gains["mcts-dpo"][0], 1),
+        "gain_ci95_points": [round(100 * gains["mcts-dpo"][1], 1), round(100 * gains["mcts-dpo"][2], 1)],
+        "sft_gain_points": round(100 * gains["rs-sft"][0], 1),
+        "sft_gain_ci95_points": [round(100 * gains["rs-sft"][1], 1), round(100 * gains["rs-sft"][2], 1)],
         "target_gain_points": 10,
         "dpo_beats_sft": final["mcts-dpo"]["greedy_acc"] >= final["rs-sft"]["greedy_acc"],
     }
     print(json.dumps(verdict))
     return write_result(args.out, "self_improve", vars(args), rows, verdict=verdict, plot=args.plot)
+
+
+def paired_gain_ci(base_dir: Path, final_dir: Path, draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Gain in accuracy on the same held-out tasks with a paired-bootstrap 95% interval."""
+    import numpy as np
+
+    def correct(d: Path) -> dict[str, bool]:
+        lines = (d / "eval" / "greedy" / "results.jsonl").read_text().splitlines()
+        return {json.loads(x)["task_id"]: bool(json.loads(x)["correct"]) for x in lines if x.strip()}
+
+    a, b = correct(base_dir), correct(final_dir)
+    ids = sorted(set(a) & set(b))
+    diff = np.array([int(b[i]) - int(a[i]) for i in ids], dtype=float)
+    rng = np.random.default_rng(seed)
+    boots = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
+    return float(diff.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:
