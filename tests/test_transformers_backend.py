@@ -185,12 +185,20 @@ def test_next_token_logprobs_one_pass_equals_pair_scoring(embedded_backend, prom
     from mcts_agent.llm.types import Backend
 
     cands = ["Yes", "No"]
+    header = "You judge arithmetic. Example: 2 + 2 = 4 is correct. Example: 3 + 3 = 7 is wrong. " * 3
+    prompts = [header + p + " Is this correct?" for p in prompts] + list(prompts)  # shared prefix, then none
+    from mcts_agent.llm import hf_prefix
+
+    assert hf_prefix.common_prefix_len([embedded_backend.tokenizer.encode(p) for p in prompts[:3]]) >= 16
     before = embedded_backend.stats.score_calls
     fast = embedded_backend.next_token_logprobs(prompts, cands)
     assert embedded_backend.stats.score_calls == before + 1
     slow = Backend.next_token_logprobs(embedded_backend, prompts, cands)  # the generic pair-scoring path
     assert len(fast) == len(prompts) and all(len(r) == 2 for r in fast)
     for a, b in zip(fast, slow):
+        assert a == pytest.approx(b, abs=1e-3)
+    shared_only = embedded_backend.next_token_logprobs(prompts[:3], cands)  # all share the header
+    for a, b in zip(shared_only, fast[:3]):
         assert a == pytest.approx(b, abs=1e-3)
     # Multi-token candidates fall back to pair scoring.
     multi = embedded_backend.next_token_logprobs(prompts[:1], ["Yes, it is correct"])

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from mcts_agent.errors import ConfigError, ModelLoadError, PromptTooLongError
-from mcts_agent.llm import hf_decode
+from mcts_agent.llm import hf_decode, hf_prefix
 from mcts_agent.llm.model_store import resolve_model
 from mcts_agent.llm.types import Backend, Completion, FinishReason, GenerationRequest, truncate_at_stop
 
@@ -160,25 +160,26 @@ class TransformersBackend(Backend):
         for i, ids in enumerate(p_ids):
             self._check_fits(f"prompt {i}", len(ids), 1)
         wanted = torch.tensor([c[0] for c in cand_ids], device=self.device)
-        out: list[list[float]] = [[] for _ in prompts]
-        order = sorted(range(len(prompts)), key=lambda i: len(p_ids[i]))
-        batch: list[int] = []
         with torch.inference_mode():
-            for n, i in enumerate(order):
-                batch.append(i)
-                last = n == len(order) - 1
-                if last or (len(batch) + 1) * len(p_ids[order[n + 1]]) > self.prefill_tokens:
-                    ids, mask, _ = _left_pad([p_ids[j] for j in batch], self.pad_id)
-                    ids, mask = ids.to(self.device), mask.to(self.device)
-                    logits = self.model(input_ids=ids, attention_mask=mask,
-                                        position_ids=(mask.cumsum(-1) - 1).clamp_(min=0), logits_to_keep=1).logits
-                    logp = torch.log_softmax(logits[:, -1].float(), dim=-1)[:, wanted]
-                    for j, row in zip(batch, logp.tolist()):
-                        out[j] = row
-                    batch = []
+            logits = hf_prefix.shared_prefix_last_logits(self.model, p_ids, self.pad_id, self.device, self.prefill_tokens)
+            if logits is None:
+                logits = self._last_logits(p_ids)
+            out = torch.log_softmax(logits, dim=-1)[:, wanted].tolist()
         self.stats.score_calls += 1
         self.stats.seconds += time.perf_counter() - start
         return out
+
+    def _last_logits(self, p_ids: list[list[int]]) -> torch.Tensor:
+        """Logits at each prompt's last token, prompts batched by length (no shared prefix)."""
+        result = torch.empty((len(p_ids), self.vocab_size), dtype=torch.float32, device=self.device)
+        order = sorted(range(len(p_ids)), key=lambda i: len(p_ids[i]))
+        for group in _groups(order, [len(p) for p in p_ids], self.prefill_tokens):
+            ids, mask, _ = _left_pad([p_ids[j] for j in group], self.pad_id)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            logits = self.model(input_ids=ids, attention_mask=mask,
+                                position_ids=(mask.cumsum(-1) - 1).clamp_(min=0), logits_to_keep=1).logits
+            result[torch.tensor(group, device=self.device)] = logits[:, -1].float()
+        return result
 
     def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
         messages = list(messages)

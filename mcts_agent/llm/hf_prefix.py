@@ -1,0 +1,71 @@
+"""Next-token logits for many prompts that share a long prefix (critic prompts: one system
+message and few-shot examples, then each node's text). The shared prefix runs once; each
+chunk of prompts reuses its KV cache and runs only its own suffix."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from mcts_agent.llm import hf_decode
+
+MIN_SHARED = 16  # shorter common prefixes are not worth a separate pass
+MAX_ROWS = 64  # rows per chunk: bounds the copied prefix KV (rows x prefix length)
+
+
+def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix, leaving every sequence at least one token of its own."""
+    first, n = seqs[0], min(len(s) for s in seqs) - 1
+    i = 0
+    while i < n and all(s[i] == first[i] for s in seqs):
+        i += 1
+    return i
+
+
+def shared_prefix_last_logits(model: torch.nn.Module, prompts: list[list[int]], pad_id: int, device: torch.device,
+                              prefill_tokens: int) -> torch.Tensor | None:
+    """``[len(prompts), vocab]`` float logits at each prompt's last token, or None when the
+    prompts share fewer than ``MIN_SHARED`` tokens (the caller then runs them whole)."""
+    shared = common_prefix_len(prompts)
+    if shared < MIN_SHARED or len(prompts) < 2:
+        return None
+    out = model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True)
+    prefix = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+    del out
+    result: torch.Tensor | None = None
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    start = 0
+    while start < len(order):
+        end, width = start + 1, len(prompts[order[start]]) - shared
+        while end < len(order):  # grow the chunk while its suffix tokens fit the budget
+            w = len(prompts[order[end]]) - shared
+            if (end - start + 1) * w > prefill_tokens or end - start + 1 > MAX_ROWS:
+                break
+            end, width = end + 1, w
+        chunk = order[start:end]
+        rows = len(chunk)
+        ids = torch.full((rows, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for r, i in enumerate(chunk):
+            suffix = prompts[i][shared:]
+            ids[r, width - len(suffix):] = torch.tensor(suffix)
+            mask[r, shared + width - len(suffix):] = 1
+        keys, values = [], []
+        for k, v in prefix:
+            kb = torch.empty((rows, k.shape[1], shared + width, k.shape[3]), dtype=k.dtype, device=device)
+            vb = torch.empty_like(kb)
+            kb[:, :, :shared] = k
+            vb[:, :, :shared] = v
+            keys.append(kb)
+            values.append(vb)
+        ids, mask = ids.to(device), mask.to(device)
+        position_ids = (mask.cumsum(-1) - 1).clamp_(min=0)[:, shared:]
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                       past_key_values=hf_decode.make_buffer_cache(keys, values, shared), logits_to_keep=1).logits
+        if result is None:
+            result = torch.empty((len(prompts), logits.shape[-1]), dtype=torch.float32, device=device)
+        result[torch.tensor(chunk, device=device)] = logits[:, -1].float()
+        start = end
+    return result
