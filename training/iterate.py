@@ -16,6 +16,7 @@ which it redoes from scratch, so it ends with the same result as an uninterrupte
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -45,8 +46,6 @@ class IterateRun:
         path = self.root / "config.json"
         mine = self.cfg.to_dict()
         if path.exists():
-            import json
-
             theirs = json.loads(path.read_text())
             if theirs != mine:
                 diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
@@ -60,8 +59,6 @@ class IterateRun:
         folder = self.root / f"iter_{k}" / name
         done = folder / "DONE.json"
         if done.exists():
-            import json
-
             return json.loads(done.read_text())
         if folder.exists():  # a phase cut short: redo it whole, deterministically
             shutil.rmtree(folder)
@@ -185,8 +182,6 @@ class IterateRun:
         return result
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
-        import json
-
         from training.monitors import plot_monitors
 
         monitors = []
