@@ -26,7 +26,7 @@ def configs(budget: int, solution_tokens: int, args: argparse.Namespace) -> dict
         "sc": {**common, "algo": "sc", "samples": n},
         "beam": {**common, "algo": "beam", "beam_width": 2, "branching": 3, "token_budget": budget},
         "mcts": {**common, "algo": "mcts", "simulations": 10_000, "branching": args.branching,
-                 "token_budget": budget},
+                 "widening": args.widening, "token_budget": budget},
     }
 
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tasks", type=int, default=40)
     p.add_argument("--budgets", default="150,300,600", help="generated tokens per task")
     p.add_argument("--branching", type=int, default=3)
+    p.add_argument("--widening", type=float, default=2.0, help="MCTS progressive widening constant (0 = off)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-step-tokens", type=int, default=48)
     p.add_argument("--max-solution-tokens", type=int, default=160)

@@ -21,7 +21,7 @@ from benchmarks.common import print_table, write_result
 
 
 def arm_config(args: argparse.Namespace, method: str, out_dir: Path, max_examples: int | None) -> dict[str, Any]:
-    search = ({"algo": "mcts", "simulations": args.simulations, "branching": args.branching,
+    search = ({"algo": "mcts", "simulations": args.simulations, "branching": args.branching, "widening": args.widening,
                "temperature": args.temperature, "max_step_tokens": 48}
               if method == "dpo" else
               {"algo": "bon", "samples": args.samples, "temperature": args.temperature, "max_solution_tokens": 160})
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eval-tasks", type=int, default=200)
     p.add_argument("--simulations", type=int, default=8)
     p.add_argument("--branching", type=int, default=4)
+    p.add_argument("--widening", type=float, default=2.0, help="MCTS progressive widening constant (0 = off)")
     p.add_argument("--samples", type=int, default=8, help="SFT arm: solutions sampled per train task")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--q-margin", type=float, default=0.1)

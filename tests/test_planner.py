@@ -111,6 +111,34 @@ def test_virtual_loss_spreads_parallel_selections() -> None:
     assert len({r.prompt for r in second_round}) == 3
 
 
+def test_without_widening_a_one_step_tree_stops_sampling_after_one_expansion() -> None:
+    backend = ScriptedBackend(lambda p, i: f"ANSWER: {i}\n")
+    tree = run_search(toy_tasks(1), ToyMathEnv(), backend, SearchConfig(simulations=8, branching=2))[0]
+    assert len(tree.root.children) == 2 and tree.stats["policy_calls"] == 1  # the rest were re-visits
+
+
+def test_progressive_widening_resamples_a_node_whose_children_are_all_answers() -> None:
+    counter = iter(range(10_000))
+    backend = ScriptedBackend(lambda p, i: f"ANSWER: {next(counter)}\n")  # a new answer every sample
+    cfg = SearchConfig(simulations=8, branching=2, widening=2.0)
+    tree = run_search(toy_tasks(1), ToyMathEnv(), backend, cfg)[0]
+    calls = tree.stats["policy_calls"]
+    assert calls >= 3 and len(tree.root.children) == 2 * calls
+    n = tree.root.visits
+    assert len(tree.root.children) <= 2 + cfg.widening * n ** cfg.widening_alpha  # the widening rule bounds it
+    seeds = [r.seed for batch in backend.batches for r in batch]
+    assert len(set(seeds)) == len(seeds)  # each re-expansion samples with a fresh seed
+    assert tree.stats["simulations"] == 8
+
+
+def test_widening_that_only_repeats_known_steps_still_ends() -> None:
+    backend = ScriptedBackend(lambda p, i: "ANSWER: 1\n")
+    tree = run_search(toy_tasks(1), ToyMathEnv(), backend, SearchConfig(simulations=6, branching=2, widening=2.0))[0]
+    (only,) = tree.root.children
+    assert tree.nodes[only].merged == 2 * tree.stats["policy_calls"]
+    assert tree.stats["simulations"] == 6 and tree.root.visits >= 6
+
+
 def test_malformed_output_empty_cut_and_duplicates() -> None:
     env = ToyMathEnv(max_steps=4)
 
@@ -195,5 +223,7 @@ def test_config_errors_name_the_value() -> None:
         SearchConfig(algo="astar")
     with pytest.raises(ConfigError, match=r"SearchConfig.simulations must be an integer >= 1, got 0"):
         SearchConfig(simulations=0)
+    with pytest.raises(ConfigError, match=r"widening_alpha must be in \(0, 1\], got 1.5"):
+        SearchConfig(widening_alpha=1.5)
     with pytest.raises(ConfigError, match="no tasks to search"):
         run_search([], ToyMathEnv(), ScriptedBackend(script))

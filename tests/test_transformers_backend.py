@@ -69,7 +69,7 @@ def test_n_samples_share_one_prefill(embedded_backend, prompts) -> None:  # type
     finally:
         hook.remove()
     assert [len(o) for o in out] == [3, 3]
-    assert sum(prefill_rows) == 2  # two prompt rows prefilled, six samples decoded
+    assert prefill_rows == [1, 2]  # the shared chat header once, then two prompt rows; six samples decoded
 
 
 def test_stop_strings(embedded_backend, prompts, greedy) -> None:  # type: ignore[no-untyped-def]
@@ -165,6 +165,48 @@ def test_stock_cache_fallback_agrees(embedded_backend, prompts, greedy, monkeypa
     monkeypatch.setattr(embedded_backend, "use_buffer", False)
     out = embedded_backend.generate([GenerationRequest(p, n=2, max_tokens=8, temperature=0) for p in prompts[:2]])
     assert [[c.token_ids for c in o] for o in out] == [[g.token_ids] * 2 for g in greedy[:2]]
+
+
+def test_greedy_samples_decoded_once(embedded_backend, prompts, greedy) -> None:  # type: ignore[no-untyped-def]
+    rows: list[int] = []
+    hook = embedded_backend.model.register_forward_pre_hook(
+        lambda mod, args, kw: rows.append(kw["input_ids"].shape[0]) if kw["input_ids"].shape[1] == 1 else None,
+        with_kwargs=True,
+    )
+    try:
+        [out] = embedded_backend.generate([GenerationRequest(prompts[0], n=3, max_tokens=8, temperature=0)])
+    finally:
+        hook.remove()
+    assert [c.token_ids for c in out] == [greedy[0].token_ids] * 3
+    assert out[0] is not out[1] and out[0].token_ids is not out[1].token_ids  # independent copies
+    assert rows and max(rows) == 1  # one decoded row, not three
+
+
+def test_shared_prefix_prefill_matches_whole_prompts(embedded_backend, prompts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Prompts sharing a long header: the header runs once, results equal running each prompt whole."""
+    from mcts_agent.llm import hf_prefix
+
+    header = "You solve arithmetic step by step. Example: 2 + 2 = 4. Example: 3 * 3 = 9. " * 3
+    shared = [header + p for p in prompts]
+    ids = [embedded_backend.tokenizer.encode(p) for p in shared]
+    n_shared = hf_prefix.usable_prefix_len(ids)
+    assert n_shared >= 60
+    reqs = [GenerationRequest(p, n=2, max_tokens=8, temperature=0.7, seed=i) for i, p in enumerate(shared)]
+    widths: list[int] = []
+    hook = embedded_backend.model.register_forward_pre_hook(
+        lambda mod, args, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        fast = embedded_backend.generate(reqs)
+    finally:
+        hook.remove()
+    assert widths[0] == n_shared  # the header ran once, then only the suffixes, then one-token steps
+    assert max(widths[1:]) == max(map(len, ids)) - n_shared
+    monkeypatch.setattr(hf_prefix, "usable_prefix_len", lambda seqs: 0)
+    slow = embedded_backend.generate(reqs)
+    for a, b in zip(fast, slow):
+        assert [c.token_ids for c in a] == [c.token_ids for c in b]
+        for ca, cb in zip(a, b):
+            assert ca.logprobs == pytest.approx(cb.logprobs, abs=1e-3)
 
 
 def test_identical_prompts_prefilled_once(embedded_backend, prompts) -> None:  # type: ignore[no-untyped-def]

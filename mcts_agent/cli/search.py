@@ -26,6 +26,8 @@ def search(
     max_steps: int = typer.Option(6, help="Step budget of an episode (ends it as truncated)."),
     simulations: int = typer.Option(16, help="MCTS expansions per tree."),
     branching: int = typer.Option(4, help="Candidate steps sampled per expansion."),
+    widening: float = typer.Option(0.0, help="MCTS progressive widening constant (0 = off): a node is sampled "
+                                              "again while children < widening * sqrt(visits)."),
     samples: int = typer.Option(8, help="Best-of-N / self-consistency samples per task."),
     beam_width: int = typer.Option(4, help="Beam width."),
     temperature: float = typer.Option(0.8, help="Sampling temperature."),
@@ -44,7 +46,7 @@ def search(
 
         job = SearchJob(env=env, data=data, split=split, limit=limit, algos=algo, backend=backend, model=model,
                         base_url=base_url, critic=critic, reward_mode=reward_mode, max_steps=max_steps,
-                        search={"simulations": simulations, "branching": branching, "samples": samples,
+                        search={"simulations": simulations, "branching": branching, "widening": widening, "samples": samples,
                                 "beam_width": beam_width, "temperature": temperature,
                                 "max_step_tokens": max_step_tokens, "token_budget": token_budget,
                                 "answer_rule": answer_rule, "max_trees_in_flight": trees_in_flight, "seed": seed},

@@ -1,7 +1,8 @@
 """The embedded default backend: a Hugging Face causal LM with its own batched decode loop.
 
-One ``generate`` call prefills every distinct prompt once (grouped by length, left
-padded), copies each prompt's KV cache into the rows of its ``n`` samples, then decodes
+One ``generate`` call prefills every distinct prompt once (the chunk's common prefix,
+such as a system prompt, runs once; the rest grouped by length, left padded), copies each
+prompt's KV cache into the rows of its ``n`` samples, then decodes
 all rows in lockstep over a preallocated cache, dropping finished rows as they pile up.
 Requests are packed into chunks of at most ``max_batch_size`` rows (and a KV memory
 budget) so memory stays bounded; results come back in request order.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -103,15 +104,22 @@ class TransformersBackend(Backend):
         prompts = [self._encode_prompt(r.prompt, f"request {i}") for i, r in enumerate(requests)]
         for i, (ids, r) in enumerate(zip(prompts, requests)):
             self._check_fits(f"request {i}", len(ids), r.max_tokens)
-        results: list[list[Completion | None]] = [[None] * r.n for r in requests]
+        # greedy samples of one request are all the same: decode one row and copy it
+        work = [replace(r, n=1) if r.temperature == 0 and r.n > 1 else r for r in requests]
+        results: list[list[Completion | None]] = [[None] * r.n for r in work]
         generated = 0
         with torch.inference_mode():
-            for chunk in self._plan(prompts, requests):
-                distinct, rows = self._make_rows(chunk, prompts, requests, call)
+            for chunk in self._plan(prompts, work):
+                distinct, rows = self._make_rows(chunk, prompts, work, call)
                 self._decode(distinct, rows)
                 for row in rows:
-                    generated += len(row.ids)
+                    generated += len(row.ids) * (requests[row.req].n // work[row.req].n)  # copies count as delivered
                     results[row.req][row.sample] = self._finish(row)
+        for i, r in enumerate(requests):
+            if r.n > work[i].n:
+                c = results[i][0]
+                assert c is not None
+                results[i] += [replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs)) for _ in range(r.n - 1)]
         self.stats.calls += 1
         self.stats.prompts += len(requests)
         self.stats.prompt_tokens += sum(map(len, prompts))
@@ -272,11 +280,14 @@ class TransformersBackend(Backend):
         dev = self.device
         longest = max(map(len, prompts))
         steps = max(r.request.max_tokens for r in rows)
-        cache, logits = self._prefill(prompts, rows, longest, steps)
+        shared = hf_prefix.usable_prefix_len(prompts) if self.use_buffer else 0
+        cache, logits = self._prefill(prompts, rows, longest, steps, shared)
         row_prompt = torch.tensor([r.prompt for r in rows])
         lens = torch.tensor([len(p) for p in prompts])[row_prompt]
+        # row layout: [shared prefix | left padding | own suffix], the suffix ending at ``longest``
         mask = torch.ones(len(rows), longest + steps, dtype=torch.long)
-        mask[:, :longest] = (torch.arange(longest)[None, :] >= (longest - lens)[:, None]).long()
+        pos = torch.arange(longest)[None, :]
+        mask[:, :longest] = ((pos >= (longest - lens + shared)[:, None]) | (pos < shared)).long()
         mask, positions = mask.to(dev), lens.to(dev)
         active = list(range(len(rows)))  # row index of each batch position
         for t in range(steps):
@@ -305,23 +316,35 @@ class TransformersBackend(Backend):
             logits = out.logits[:, -1]
             self.stats.extra["decode_steps"] = self.stats.extra.get("decode_steps", 0) + 1
 
-    def _prefill(self, prompts: list[list[int]], rows: list[_Row], longest: int, steps: int):
-        """Run every distinct prompt once; return a cache with one row per sample, and their logits."""
+    def _prefill(self, prompts: list[list[int]], rows: list[_Row], longest: int, steps: int, shared: int = 0):
+        """Run every distinct prompt once; return a cache with one row per sample, and their logits.
+
+        With ``shared`` > 0 (buffer cache only) the prompts' first ``shared`` tokens run once
+        and every group of prompts runs only its suffixes on top of that prefix.
+        """
         dev, n_rows = self.device, len(rows)
         row_prompt = torch.tensor([r.prompt for r in rows])
         first = torch.empty(len(prompts), self.vocab_size, dtype=torch.float32, device=dev)
         order = sorted(range(len(prompts)), key=lambda p: len(prompts[p]))
-        groups = [order] if not self.use_buffer else _groups(order, [len(p) for p in prompts], self.prefill_tokens)
+        lens = [len(p) - shared for p in prompts]
+        groups = [order] if not self.use_buffer else _groups(order, lens, self.prefill_tokens)
+        prefix = hf_prefix.prefix_kv(self.model, prompts[0][:shared], dev) if shared else None
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         stock = None
         for group in groups:
-            ids, mask, width = _left_pad([prompts[p] for p in group], self.pad_id, longest if not self.use_buffer else None)
+            ids, mask, width = _left_pad([prompts[p][shared:] for p in group], self.pad_id,
+                                         longest if not self.use_buffer else None)
+            past = None
+            if prefix is not None:
+                mask = torch.cat([torch.ones(len(group), shared, dtype=torch.long), mask], dim=1)
+                past = hf_prefix.prefix_cache(prefix, len(group), width)
             ids, mask = ids.to(dev), mask.to(dev)
             out = self.model(
                 input_ids=ids,
                 attention_mask=mask,
-                position_ids=(mask.cumsum(-1) - 1).clamp_(min=0),
+                position_ids=(mask.cumsum(-1) - 1).clamp_(min=0)[:, shared:],
+                past_key_values=past,
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -330,7 +353,7 @@ class TransformersBackend(Backend):
             if not self.use_buffer:
                 stock = out.past_key_values
                 continue
-            # copy each prompt's cache into the rows of its samples, right-aligned at ``longest``
+            # copy each prompt's suffix cache into the rows of its samples, right-aligned at ``longest``
             local = {p: k for k, p in enumerate(group)}
             sel = [b for b, r in enumerate(rows) if r.prompt in local]
             src = torch.tensor([local[rows[b].prompt] for b in sel], device=dev)
@@ -340,9 +363,12 @@ class TransformersBackend(Backend):
                     shape = (n_rows, layer.keys.shape[1], longest + steps, layer.keys.shape[3])
                     keys.append(torch.zeros(shape, dtype=layer.keys.dtype, device=dev))
                     values.append(torch.zeros(shape, dtype=layer.values.dtype, device=dev))
-                keys[li][dst, :, longest - width : longest] = layer.keys.index_select(0, src)
-                values[li][dst, :, longest - width : longest] = layer.values.index_select(0, src)
+                keys[li][dst, :, longest - width : longest] = layer.keys[:, :, shared:].index_select(0, src)
+                values[li][dst, :, longest - width : longest] = layer.values[:, :, shared:].index_select(0, src)
             del out
+        for li, (k, v) in enumerate(prefix or []):
+            keys[li][:, :, :shared] = k
+            values[li][:, :, :shared] = v
         logits = first.index_select(0, row_prompt.to(dev))
         if not self.use_buffer:
             stock.reorder_cache(row_prompt.to(dev))

@@ -43,6 +43,9 @@ class SearchConfig:
     c_puct: float = _opt(1.25, "exploration constant")
     virtual_loss: float = _opt(1.0, "virtual visits added along a selected path while it is in flight")
     leaves_per_tree: int = _opt(1, "MCTS: leaves selected per tree per round (virtual loss keeps them apart)")
+    widening: float = _opt(0.0, "MCTS progressive widening: a node with children is sampled again while "
+                                "children < widening * visits ** widening_alpha (0 = off)")
+    widening_alpha: float = _opt(0.5, "MCTS progressive widening exponent, in (0, 1]")
     samples: int = _opt(8, "best-of-N / self-consistency: full solutions per task")
     beam_width: int = _opt(4, "beam search: states kept per depth")
     temperature: float = _opt(0.8, "sampling temperature (greedy ignores it)")
@@ -67,7 +70,9 @@ class SearchConfig:
                      "max_step_tokens", "max_solution_tokens", "max_trees_in_flight"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"SearchConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("c_puct", "virtual_loss", "temperature"):
+        if not 0 < self.widening_alpha <= 1:
+            raise ConfigError(f"SearchConfig.widening_alpha must be in (0, 1], got {self.widening_alpha!r}")
+        for name in ("c_puct", "virtual_loss", "temperature", "widening"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"SearchConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 < self.top_p <= 1:

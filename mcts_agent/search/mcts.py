@@ -4,7 +4,10 @@ Each simulation selects a leaf, samples ``branching`` candidate next steps for i
 shared batch, scores every new child with the critic, and backs each child's value up
 to the root (so a node's Q is the mean critic value over its evaluated subtree).
 Re-selecting a finished (answered or truncated) leaf backs its value up again, which
-is how visits concentrate on good answers.
+is how visits concentrate on good answers. With progressive widening on
+(``SearchConfig.widening > 0``) a node that already has children is sampled again
+while ``children < widening * visits ** widening_alpha``, so a tree whose leaves are all
+finished (one-step tasks) keeps turning budget into new candidates instead of stopping.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class MCTS(Strategy):
             tries += 1
             if tries > 4 * self.config.leaves_per_tree + 4:
                 break
-            path = self.select_path(st.tree)
+            expanding = st.scratch.setdefault("expanding", set())
+            path = self.select_path(st.tree, expanding)
             if path is None:
                 break  # every leaf is in flight or the tree is fully explored
             leaf = st.tree.nodes[path[-1]]
@@ -43,10 +47,13 @@ class MCTS(Strategy):
                 continue
             for nid in path:
                 st.tree.nodes[nid].virtual_loss += 1
-            seed = request_seed(self.config.seed, st.task.id, leaf.id, 0)
+            expanding.add(leaf.id)
+            counts = st.scratch.setdefault("expansions", {})
+            seed = request_seed(self.config.seed, st.task.id, leaf.id, counts.get(leaf.id, 0))
+            counts[leaf.id] = counts.get(leaf.id, 0) + 1
             out.append(Pending(node_id=leaf.id, path=path,
                                request=self.step_request(prompt_of(leaf), self.config.branching, seed)))
-        if not out and not self.expandable(st.tree):
+        if not out and not self.expandable(st.tree) and not st.scratch.get("expanding"):
             st.finished = True
         return out
 
@@ -54,11 +61,14 @@ class MCTS(Strategy):
         tree = st.tree
         for nid in pending.path:
             tree.nodes[nid].virtual_loss -= 1
+        st.scratch["expanding"].discard(pending.node_id)
         leaf = tree.nodes[pending.node_id]
         if not leaf.children:  # no usable step came back: a dead end
             leaf.truncated = True
             leaf.value = 0.0
             self.backup(tree, pending.path, 0.0)
+        elif not new_nodes:  # a widening that only repeated known children: count the visit
+            self.backup(tree, pending.path, leaf.q)
         for child in new_nodes:
             self.backup(tree, pending.path + [child.id], child.value if child.value is not None else 0.0)
         st.simulations += 1
@@ -67,16 +77,25 @@ class MCTS(Strategy):
         return answer.select(st.tree, self.config.answer_rule, getattr(self.env, "answer_key", str.strip))
 
     # ----- selection and backup --------------------------------------------------------
-    def select_path(self, tree: Tree) -> list[int] | None:
-        """Descend by the selection rule to a leaf; None if that leaf is already in flight."""
+    def select_path(self, tree: Tree, expanding: set[int] = frozenset()) -> list[int] | None:  # type: ignore[assignment]
+        """Descend by the selection rule to a leaf, or to a node due for widening.
+
+        None if the node it ends at is already being expanded.
+        """
         node = tree.root
         path = [node.id]
-        while node.children:
+        while node.children and not (self.widenable(node) and node.id not in expanding):
             node = max((tree.nodes[c] for c in node.children), key=lambda ch: self.score(node, ch))
             path.append(node.id)
-        if node.virtual_loss > 0:
+        if node.id in expanding:
             return None
         return path
+
+    def widenable(self, node: Node) -> bool:
+        """Whether progressive widening lets ``node`` (which has children) be sampled again."""
+        c = self.config
+        return (c.widening > 0 and bool(node.children) and not node.done
+                and len(node.children) < c.widening * max(1, node.visits) ** c.widening_alpha)
 
     def score(self, parent: Node, child: Node) -> float:
         vl = self.config.virtual_loss * child.virtual_loss
@@ -96,6 +115,5 @@ class MCTS(Strategy):
             n.visits += 1
             n.value_sum += value
 
-    @staticmethod
-    def expandable(tree: Tree) -> bool:
-        return any(not n.children and not n.done for n in tree.nodes)
+    def expandable(self, tree: Tree) -> bool:
+        return any((not n.children and not n.done) or self.widenable(n) for n in tree.nodes)
