@@ -6,6 +6,8 @@ through ``backend.generate`` and times them. Side by side, in one process:
 
 * ``ratio``            search tokens/s ÷ raw tokens/s of the same batches   (target >= 0.8)
 * ``outside_fraction`` share of search wall time outside policy and critic calls (target < 5%)
+* ``prefix_sharing_speedup`` the raw replay with every prompt prefilled whole ÷ with the
+  batch's common prompt prefix run once (transformers backend only)
 
 Run with the critic (self-eval, one batched forward pass per round) and without it:
 critic passes are model time too, but they produce no generated tokens.
@@ -64,6 +66,15 @@ def measure(backend: Backend, tasks, env, critic_name: str, args: argparse.Names
         raw_tokens += sum(len(c.token_ids) for comps in backend.generate(batch) for c in comps)
     raw_seconds = time.perf_counter() - t0
     raw_tps = raw_tokens / raw_seconds
+    row_extra = {}
+    if getattr(backend, "share_prefix", False):  # the same batches again, every prompt prefilled whole
+        backend.share_prefix = False
+        t0 = time.perf_counter()
+        for batch in rec.batches:
+            backend.generate(batch)
+        whole = time.perf_counter() - t0
+        backend.share_prefix = True
+        row_extra = {"raw_whole_prompt_seconds": round(whole, 2), "prefix_sharing_speedup": round(whole / raw_seconds, 3)}
     return {
         "critic": critic_name, "trees": len(tasks), "rounds": s.rounds,
         "mean_batch_rows": round(sum(s.batch_sizes) / len(s.batch_sizes), 1),
@@ -72,7 +83,7 @@ def measure(backend: Backend, tasks, env, critic_name: str, args: argparse.Names
         "raw_tok_s": round(raw_tps, 1), "ratio": round(search_tps / raw_tps, 3),
         "policy_share": round(s.policy_seconds / s.wall_seconds, 3),
         "critic_share": round(s.critic_seconds / s.wall_seconds, 3),
-        "outside_fraction": round(s.outside_model_fraction, 4),
+        "outside_fraction": round(s.outside_model_fraction, 4), **row_extra,
     }
 
 
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     backend.close()
     print_table("MCTS tokens/s against the same batches replayed raw", rows,
                 ["critic", "trees", "mean_batch_rows", "search_tok_s", "raw_tok_s", "ratio", "policy_share",
-                 "critic_share", "outside_fraction"])
+                 "critic_share", "outside_fraction", "prefix_sharing_speedup"])
     return write_result(args.out, "search_efficiency", vars(args), rows,
                         targets={"ratio": ">= 0.8", "outside_fraction": "< 0.05"})
 

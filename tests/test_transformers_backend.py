@@ -201,8 +201,15 @@ def test_shared_prefix_prefill_matches_whole_prompts(embedded_backend, prompts, 
         hook.remove()
     assert widths[0] == n_shared  # the header ran once, then only the suffixes, then one-token steps
     assert max(widths[1:]) == max(map(len, ids)) - n_shared
-    monkeypatch.setattr(hf_prefix, "usable_prefix_len", lambda seqs: 0)
-    slow = embedded_backend.generate(reqs)
+    monkeypatch.setattr(embedded_backend, "share_prefix", False)
+    widths.clear()
+    hook = embedded_backend.model.register_forward_pre_hook(
+        lambda mod, args, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        slow = embedded_backend.generate(reqs)
+    finally:
+        hook.remove()
+    assert widths[0] == max(map(len, ids))  # whole prompts
     for a, b in zip(fast, slow):
         assert [c.token_ids for c in a] == [c.token_ids for c in b]
         for ca, cb in zip(a, b):

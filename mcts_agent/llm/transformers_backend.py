@@ -49,7 +49,8 @@ class TransformersBackend(Backend):
 
     ``model``: None / "embedded" for the embedded SmolLM2, an HF id, or a local directory.
     ``kv_cache_gb`` bounds the KV cache of one decode chunk; ``prefill_tokens`` bounds the
-    padded tokens of one prefill or scoring forward pass.
+    padded tokens of one prefill or scoring forward pass; ``share_prefix`` runs the common
+    prefix of a chunk's prompts once (off: every prompt is prefilled whole).
     """
 
     name = "transformers"
@@ -65,6 +66,7 @@ class TransformersBackend(Backend):
         cache_dir: str | Path | None = None,
         kv_cache_gb: float = 4.0,
         prefill_tokens: int = 4096,
+        share_prefix: bool = True,
     ) -> None:
         super().__init__()
         if dtype not in DTYPES:
@@ -76,6 +78,7 @@ class TransformersBackend(Backend):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_batch_size, self.seed = max_batch_size, seed
         self.prefill_tokens = prefill_tokens
+        self.share_prefix = share_prefix
         self.model_path = resolve_model(model, cache_dir)
         self.tokenizer, self.model = _load(self.model_path, model, DTYPES[dtype], self.device)
         config = self.model.config.get_text_config()
@@ -280,7 +283,7 @@ class TransformersBackend(Backend):
         dev = self.device
         longest = max(map(len, prompts))
         steps = max(r.request.max_tokens for r in rows)
-        shared = hf_prefix.usable_prefix_len(prompts) if self.use_buffer else 0
+        shared = hf_prefix.usable_prefix_len(prompts) if self.use_buffer and self.share_prefix else 0
         cache, logits = self._prefill(prompts, rows, longest, steps, shared)
         row_prompt = torch.tensor([r.prompt for r in rows])
         lens = torch.tensor([len(p) for p in prompts])[row_prompt]
