@@ -14,15 +14,16 @@ A backend that cannot load is reported as an error and the run goes on.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from benchmarks.common import print_table
+from mcts_agent.io import atomic_write_json
 
 TOPICS = ["a lighthouse keeper", "a lost robot", "the first snow", "a river town", "an old map", "a quiet library",
           "a desert caravan", "a clockmaker", "a night train", "a small garden", "a mountain pass", "a busy market",
@@ -137,25 +138,11 @@ def run_backend(name: str, args: argparse.Namespace, model_dir: str, prompts: li
     raise ValueError(f"unknown backend {name!r}; expected hf, transformers, vllm or openai")
 
 
-def print_table(rows: list[dict[str, Any]], backends: Sequence[str], batch_sizes: Sequence[int]) -> None:
+def print_pivot(rows: list[dict[str, Any]], backends: Sequence[str], batch_sizes: Sequence[int]) -> None:
+    """Tokens/s as a batch-size x backend table."""
     cell = {(r["backend"], r["batch_size"]): r["tokens_per_s"] for r in rows}
     names = [b for b in backends if any(r["backend"] == b for r in rows)]
-    print("\ngenerated tokens/s (greedy)")
-    print("batch " + "".join(f"{b:>14}" for b in names))
-    for bs in batch_sizes:
-        print(f"{bs:>5} " + "".join(f"{cell.get((b, bs), float('nan')):>14.1f}" for b in names))
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Atomic write: temp file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes it private
-    os.replace(tmp, path)
+    print_table("generated tokens/s (greedy)", [{"batch": bs, **{b: cell.get((b, bs)) for b in names}} for bs in batch_sizes])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -218,9 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rows:
             info["load_seconds"] = rows[0]["load_seconds"]
         result["info"][name] = info
-        write_json(out, result)  # partial results survive a later crash
-    write_json(out, result)
-    print_table(result["results"], args.backends, args.batch_sizes)
+        atomic_write_json(out, result)  # partial results survive a later crash
+    atomic_write_json(out, result)
+    print_pivot(result["results"], args.backends, args.batch_sizes)
     for name, err in result["errors"].items():
         print(f"{name}: ERROR {err}")
     print(f"\nwrote {out}")

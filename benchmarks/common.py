@@ -42,6 +42,11 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
     Console().print(table)
 
 
+def print_figures(title: str, figures: dict[str, Any]) -> None:
+    """One benchmark's named figures as a two-column table."""
+    print_table(title, [{"figure": k, "value": v} for k, v in figures.items()])
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"

@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import platform
 import random
 import sys
 import tempfile
@@ -28,6 +26,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from benchmarks.common import machine, print_figures
 from mcts_agent.tree import Tree
 
 _OPENERS = ["First,", "Next,", "Then", "So", "Now", "We know that", "Therefore,", "This means", "Since", "Finally,"]
@@ -216,14 +215,6 @@ def _find_chromium() -> str | None:
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
-def print_table(title: str, rows: dict[str, Any]) -> None:
-    print(f"\n{title}")
-    width = max(len(k) for k in rows)
-    for k, v in rows.items():
-        shown = f"{v:,.3f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-        print(f"  {k:<{width}}  {shown:>14}")
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nodes", type=int, default=100_000, help="nodes in the exported tree")
@@ -235,12 +226,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.nodes < 1:
         ap.error(f"--nodes must be >= 1, got {args.nodes}")
     result: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "benchmark": "scale", "machine": machine(),
         "export": bench_export(args.nodes, seed=args.seed, chromium=_find_chromium() if args.browser else None),
     }
     result["planner"] = bench_planner(args.trees, seed=args.seed)
-    print_table(f"export of one {args.nodes:,}-node tree (seconds, bytes)", result["export"])
-    print_table(f"{args.trees:,} MCTS trees in flight, scripted backend (no model time)", result["planner"])
+    print_figures(f"export of one {args.nodes:,}-node tree (seconds, bytes)", result["export"])
+    print_figures(f"{args.trees:,} MCTS trees in flight, scripted backend (no model time)", result["planner"])
     if args.out:
         from mcts_agent.io import atomic_write_json
 
