@@ -39,7 +39,10 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
         table.add_column(c)
     for r in rows:
         table.add_row(*[_fmt(r.get(c)) for c in columns])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # logs and pipes: do not squeeze columns into 80 characters
+        console = Console(width=240)
+    console.print(table)
 
 
 def print_figures(title: str, figures: dict[str, Any]) -> None:
