@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Callable
+from typing import Callable, Collection
 
 from mcts_agent.search import answer
 from mcts_agent.search.config import Selection
@@ -77,7 +77,7 @@ class MCTS(Strategy):
         return answer.select(st.tree, self.config.answer_rule, getattr(self.env, "answer_key", str.strip))
 
     # ----- selection and backup --------------------------------------------------------
-    def select_path(self, tree: Tree, expanding: set[int] = frozenset()) -> list[int] | None:  # type: ignore[assignment]
+    def select_path(self, tree: Tree, expanding: Collection[int] = ()) -> list[int] | None:
         """Descend by the selection rule to a leaf, or to a node due for widening.
 
         None if the node it ends at is already being expanded.
