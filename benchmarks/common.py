@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from rich.console import Console
 from rich.table import Table
 
+from mcts_agent.cli.common import console
 from mcts_agent.io import atomic_write_json
 
 
@@ -39,10 +39,7 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
         table.add_column(c)
     for r in rows:
         table.add_row(*[_fmt(r.get(c)) for c in columns])
-    console = Console()
-    if not console.is_terminal:  # logs and pipes: do not squeeze columns into 80 characters
-        console = Console(width=240)
-    console.print(table)
+    console().print(table)
 
 
 def print_figures(title: str, figures: dict[str, Any]) -> None:

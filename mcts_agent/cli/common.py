@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import typer
 
 from mcts_agent.errors import MctsAgentError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _QUIET = False
 
@@ -34,3 +37,12 @@ def user_errors() -> Iterator[None]:
     except MctsAgentError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         sys.exit(2)
+
+
+def console() -> "Console":
+    """A rich console; in logs and pipes it is 240 columns wide so tables are not squeezed."""
+    from rich.console import Console
+
+    out = Console()
+    return out if out.is_terminal else Console(width=240)
+

@@ -135,7 +135,6 @@ def view(
 
 
 def _print_stats(stats: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"{stats['trees']} trees")
@@ -147,7 +146,7 @@ def _print_stats(stats: dict) -> None:
             str(r["max_depth"]), f"{r['branching_mean']:.2f}", str(r["terminals"]), str(r["distinct_answers"]),
             _num(r["stats"].get("model_calls")), _num(r["stats"].get("generated_tokens")),
         )
-    console = Console()
+    console = common.console()
     console.print(table)
     if len(stats["per_tree"]) > 50:
         console.print(f"... and {len(stats['per_tree']) - 50} more trees (all are in the JSON file)")

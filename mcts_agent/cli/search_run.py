@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
@@ -85,4 +84,4 @@ def print_table(summaries: list[RunSummary]) -> None:
     for s in summaries:
         table.add_row(s.algo, str(s.tasks), f"{s.accuracy:.1%}", f"[{s.ci95[0]:.1%}, {s.ci95[1]:.1%}]",
                       f"{s.tokens_per_task:.0f}", f"{s.seconds:.1f}", s.out_dir)
-    Console().print(table)
+    common.console().print(table)
