@@ -31,7 +31,8 @@ def arm_config(args: argparse.Namespace, method: str, out_dir: Path, max_example
         "max_examples": max_examples, "critic": "self-eval:0.5,verifier:0.5", "search": search,
         "eval_algos": ["greedy"], "eval_search": {"max_solution_tokens": 160},
         "pairs": {"q_margin": args.q_margin},
-        "dpo": {"epochs": args.epochs, "batch_size": 8, "learning_rate": args.lr, "max_length": 384, "beta": 0.1},
+        "dpo": {"epochs": args.epochs, "batch_size": 8, "learning_rate": args.lr, "max_length": 384, "beta": 0.1,
+                "sft_weight": args.sft_weight},
         "sft": {"epochs": args.epochs, "batch_size": 8, "learning_rate": args.lr, "max_length": 384},
         "seed": args.seed,
     }
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--q-margin", type=float, default=0.1)
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--sft-weight", type=float, default=0.0, help="MCTS-DPO arm: weight of the NLL term on chosen steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="results/self_improve_runs")
     p.add_argument("--out", default="results/self_improve.json")

@@ -83,6 +83,15 @@ def test_tiny_conservative_dpo_run(model_dir: str, tmp_path: Path) -> None:
     assert Path(result.merged_dir, "config.json").exists()
 
 
+@pytest.mark.model
+def test_tiny_dpo_with_sft_term(model_dir: str, tmp_path: Path) -> None:
+    cfg = DPOTrainConfig(sft_weight=1.0, max_steps=2, batch_size=2, learning_rate=5e-3, max_length=128,
+                         lora_r=4, lora_alpha=8, lora_dropout=0.0, output_dir=str(tmp_path / "rpo"))
+    result = train_dpo(model_dir, _pairs(2), cfg)
+    assert result.initial_loss > math.log(2) + 0.1  # log 2 from DPO plus the chosen steps' NLL
+    assert result.final_loss < result.initial_loss
+
+
 def test_conservative_term_is_the_label_smoothed_loss() -> None:
     delta, eps, beta = torch.tensor([-3.0, 0.0, 0.5, 4.0]), torch.tensor([0.0, 0.1, 0.2, 0.4]), 0.1
     logsig = torch.nn.functional.logsigmoid
@@ -101,6 +110,7 @@ def test_visit_label_smoothing() -> None:
 @pytest.mark.parametrize("kwargs, message", [
     ({"loss": "hinge"}, "DPOTrainConfig.loss must be one of ('sigmoid', 'ipo', 'conservative'), got 'hinge'"),
     ({"beta": 0}, "DPOTrainConfig.beta must be a finite number > 0, got 0"),
+    ({"sft_weight": -1}, "DPOTrainConfig.sft_weight must be a finite number >= 0, got -1"),
     ({"label_smoothing": 0.1}, "DPOTrainConfig.label_smoothing is only used with loss='conservative', got loss='sigmoid'"),
     ({"loss": "conservative", "label_smoothing": 0.5}, "DPOTrainConfig.label_smoothing must be in [0, 0.5), got 0.5"),
     ({"loss": "conservative", "precompute_ref": False}, "DPOTrainConfig.loss='conservative' needs precompute_ref=True"),

@@ -39,6 +39,9 @@ class DPOTrainConfig(FinetuneConfig):
     label_smoothing: float | None = field(
         default=None, metadata={"help": "cDPO flip probability in [0, 0.5); None derives it per pair from Q gap and visits."})
     smoothing_cap: float = field(default=0.4, metadata={"help": "Upper bound of the derived per-pair label smoothing, < 0.5."})
+    sft_weight: float = field(
+        default=0.0, metadata={"help": "Weight of an added NLL loss on the chosen step (RPO-style; 0 = plain DPO). "
+                                       "Keeps the chosen step's likelihood from falling with the rejected one's."})
     precompute_ref: bool = field(default=True, metadata={"help": "Compute reference log-probs once, before training."})
     append_eos: bool = field(default=False, metadata={"help": "Append EOS to chosen/rejected (TRL's default; off for step pairs)."})
     output_dir: str = field(default="runs/dpo", metadata={"help": "Where adapter/, merged/ and train_result.json go."})
@@ -54,6 +57,8 @@ class DPOTrainConfig(FinetuneConfig):
                 raise ConfigError(f"DPOTrainConfig.label_smoothing is only used with loss='conservative', got loss={self.loss!r}")
             if not 0.0 <= self.label_smoothing < 0.5:
                 raise ConfigError(f"DPOTrainConfig.label_smoothing must be in [0, 0.5), got {self.label_smoothing!r}")
+        if not (isinstance(self.sft_weight, (int, float)) and math.isfinite(self.sft_weight) and self.sft_weight >= 0):
+            raise ConfigError(f"DPOTrainConfig.sft_weight must be a finite number >= 0, got {self.sft_weight!r}")
         if not 0.0 <= self.smoothing_cap < 0.5:
             raise ConfigError(f"DPOTrainConfig.smoothing_cap must be in [0, 0.5), got {self.smoothing_cap!r}")
         if self.loss == "conservative" and not self.precompute_ref:
@@ -177,7 +182,10 @@ def train_dpo(model_path: str | None, dataset: "datasets.Dataset | datasets.Data
     t0 = time.perf_counter()
     model, tok = load_policy(resolve_model_path(model_path), bf16)
     t1 = time.perf_counter()
-    args = DPOConfig(**trainer_args(cfg, bf16, val is not None), beta=cfg.beta, loss_type=[_TRL_LOSS[cfg.loss]],
+    losses = {"loss_type": [_TRL_LOSS[cfg.loss]]}
+    if cfg.sft_weight > 0:  # TRL's multi-loss: DPO + weighted NLL of the chosen completion
+        losses = {"loss_type": [_TRL_LOSS[cfg.loss], "sft"], "loss_weights": [1.0, float(cfg.sft_weight)]}
+    args = DPOConfig(**trainer_args(cfg, bf16, val is not None), beta=cfg.beta, **losses,
                      precompute_ref_log_probs=cfg.precompute_ref)
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(model=model, ref_model=None, args=args, train_dataset=train, eval_dataset=val,
