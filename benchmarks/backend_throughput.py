@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.common import print_table
+from benchmarks.common import machine, print_table
 from mcts_agent.io import atomic_write_json
 
 TOPICS = ["a lighthouse keeper", "a lost robot", "the first snow", "a river town", "an old map", "a quiet library",
@@ -180,15 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     model_dir = resolve_model(args.model)
     prompts = make_prompts(max(args.batch_sizes))
-    import torch
-
     result: dict[str, Any] = {
         "benchmark": "backend_throughput",
         "config": {"backends": args.backends, "batch_sizes": args.batch_sizes, "max_tokens": args.max_tokens,
                    "repeats": args.repeats,
                    "model": args.model or "embedded", "model_dir": model_dir, "decoding": "greedy"},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "machine": {**machine(), "platform": platform.platform(),
                     "env": {k: v for k, v in os.environ.items() if k.startswith(("VLLM_", "OMP_", "MKL_"))}},
         "results": [], "errors": {}, "info": {},
     }

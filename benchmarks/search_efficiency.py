@@ -48,6 +48,14 @@ class Recording(Backend):
         return self.inner.count_tokens(text)
 
 
+def replay(backend: Backend, batches: list[list[GenerationRequest]]) -> tuple[int, float]:
+    """Send ``batches`` straight to ``backend``; return (generated tokens, seconds)."""
+    tokens, t0 = 0, time.perf_counter()
+    for batch in batches:
+        tokens += sum(len(c.token_ids) for comps in backend.generate(batch) for c in comps)
+    return tokens, time.perf_counter() - t0
+
+
 def measure(backend: Backend, tasks, env, critic_name: str, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
     from critics import make_critic
     from mcts_agent.search import Planner, SearchConfig
@@ -61,18 +69,12 @@ def measure(backend: Backend, tasks, env, critic_name: str, args: argparse.Names
     s = planner.stats
     search_tps = s.generated_tokens / s.wall_seconds
     # Replay the very same batches directly (same prompts, n, seeds, stop strings).
-    raw_tokens, t0 = 0, time.perf_counter()
-    for batch in rec.batches:
-        raw_tokens += sum(len(c.token_ids) for comps in backend.generate(batch) for c in comps)
-    raw_seconds = time.perf_counter() - t0
+    raw_tokens, raw_seconds = replay(backend, rec.batches)
     raw_tps = raw_tokens / raw_seconds
     row_extra = {}
     if getattr(backend, "share_prefix", False):  # the same batches again, every prompt prefilled whole
         backend.share_prefix = False
-        t0 = time.perf_counter()
-        for batch in rec.batches:
-            backend.generate(batch)
-        whole = time.perf_counter() - t0
+        whole = replay(backend, rec.batches)[1]
         backend.share_prefix = True
         row_extra = {"raw_whole_prompt_seconds": round(whole, 2), "prefix_sharing_speedup": round(whole / raw_seconds, 3)}
     return {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import pytest
 
 from mcts_agent.errors import ConfigError, ModelLoadError, PromptTooLongError
@@ -26,6 +29,18 @@ def prompts(embedded_backend) -> list[str]:  # type: ignore[no-untyped-def]
 def greedy(embedded_backend, prompts):  # type: ignore[no-untyped-def]
     """Greedy 8-token completions of every prompt, each generated alone."""
     return [embedded_backend.generate([GenerationRequest(p, max_tokens=8, temperature=0)])[0][0] for p in prompts]
+
+
+@contextmanager
+def forward_shapes(backend) -> Iterator[list[tuple[int, int]]]:  # type: ignore[no-untyped-def]
+    """Record ``(rows, width)`` of the input ids of every model forward pass inside the block."""
+    shapes: list[tuple[int, int]] = []
+    hook = backend.model.register_forward_pre_hook(
+        lambda mod, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    try:
+        yield shapes
+    finally:
+        hook.remove()
 
 
 def _greedy(p: str, **kw: object) -> GenerationRequest:
@@ -57,17 +72,11 @@ def test_logprobs_agree_with_score(embedded_backend, prompts, greedy) -> None:  
 
 
 def test_n_samples_share_one_prefill(embedded_backend, prompts) -> None:  # type: ignore[no-untyped-def]
-    prefill_rows: list[int] = []
-    hook = embedded_backend.model.register_forward_pre_hook(
-        lambda mod, args, kw: prefill_rows.append(kw["input_ids"].shape[0]) if kw["input_ids"].shape[1] > 1 else None,
-        with_kwargs=True,
-    )
-    try:
+    with forward_shapes(embedded_backend) as shapes:
         out = embedded_backend.generate(
             [GenerationRequest(p, n=3, max_tokens=4, temperature=1.0, seed=i) for i, p in enumerate(prompts[:2])]
         )
-    finally:
-        hook.remove()
+    prefill_rows = [rows for rows, width in shapes if width > 1]
     assert [len(o) for o in out] == [3, 3]
     assert prefill_rows == [1, 2]  # the shared chat header once, then two prompt rows; six samples decoded
 
@@ -168,15 +177,9 @@ def test_stock_cache_fallback_agrees(embedded_backend, prompts, greedy, monkeypa
 
 
 def test_greedy_samples_decoded_once(embedded_backend, prompts, greedy) -> None:  # type: ignore[no-untyped-def]
-    rows: list[int] = []
-    hook = embedded_backend.model.register_forward_pre_hook(
-        lambda mod, args, kw: rows.append(kw["input_ids"].shape[0]) if kw["input_ids"].shape[1] == 1 else None,
-        with_kwargs=True,
-    )
-    try:
+    with forward_shapes(embedded_backend) as shapes:
         [out] = embedded_backend.generate([GenerationRequest(prompts[0], n=3, max_tokens=8, temperature=0)])
-    finally:
-        hook.remove()
+    rows = [r for r, width in shapes if width == 1]
     assert [c.token_ids for c in out] == [greedy[0].token_ids] * 3
     assert out[0] is not out[1] and out[0].token_ids is not out[1].token_ids  # independent copies
     assert rows and max(rows) == 1  # one decoded row, not three
@@ -192,24 +195,15 @@ def test_shared_prefix_prefill_matches_whole_prompts(embedded_backend, prompts, 
     n_shared = hf_prefix.usable_prefix_len(ids)
     assert n_shared >= 60
     reqs = [GenerationRequest(p, n=2, max_tokens=8, temperature=0.7, seed=i) for i, p in enumerate(shared)]
-    widths: list[int] = []
-    hook = embedded_backend.model.register_forward_pre_hook(
-        lambda mod, args, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
-    try:
+    with forward_shapes(embedded_backend) as shapes:
         fast = embedded_backend.generate(reqs)
-    finally:
-        hook.remove()
+    widths = [width for _, width in shapes]
     assert widths[0] == n_shared  # the header ran once, then only the suffixes, then one-token steps
     assert max(widths[1:]) == max(map(len, ids)) - n_shared
     monkeypatch.setattr(embedded_backend, "share_prefix", False)
-    widths.clear()
-    hook = embedded_backend.model.register_forward_pre_hook(
-        lambda mod, args, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
-    try:
+    with forward_shapes(embedded_backend) as shapes:
         slow = embedded_backend.generate(reqs)
-    finally:
-        hook.remove()
-    assert widths[0] == max(map(len, ids))  # whole prompts
+    assert shapes[0][1] == max(map(len, ids))  # whole prompts
     for a, b in zip(fast, slow):
         assert [c.token_ids for c in a] == [c.token_ids for c in b]
         for ca, cb in zip(a, b):

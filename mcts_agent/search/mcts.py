@@ -31,12 +31,13 @@ def request_seed(seed: int, task_id: str, node_id: int, visit: int) -> int:
 class MCTS(Strategy):
     def requests(self, st: SearchState, prompt_of: Callable[[Node], str]) -> list[Pending]:
         out: list[Pending] = []
+        expanding: set[int] = st.scratch.setdefault("expanding", set())  # nodes whose samples are in flight
+        expansions: dict[int, int] = st.scratch.setdefault("expansions", {})  # per node: requests sent so far
         tries = 0
         while len(out) < self.config.leaves_per_tree and st.simulations + len(out) < self.config.simulations:
             tries += 1
             if tries > 4 * self.config.leaves_per_tree + 4:
                 break
-            expanding = st.scratch.setdefault("expanding", set())
             path = self.select_path(st.tree, expanding)
             if path is None:
                 break  # every leaf is in flight or the tree is fully explored
@@ -48,12 +49,11 @@ class MCTS(Strategy):
             for nid in path:
                 st.tree.nodes[nid].virtual_loss += 1
             expanding.add(leaf.id)
-            counts = st.scratch.setdefault("expansions", {})
-            seed = request_seed(self.config.seed, st.task.id, leaf.id, counts.get(leaf.id, 0))
-            counts[leaf.id] = counts.get(leaf.id, 0) + 1
+            seed = request_seed(self.config.seed, st.task.id, leaf.id, expansions.get(leaf.id, 0))
+            expansions[leaf.id] = expansions.get(leaf.id, 0) + 1
             out.append(Pending(node_id=leaf.id, path=path,
                                request=self.step_request(prompt_of(leaf), self.config.branching, seed)))
-        if not out and not self.expandable(st.tree) and not st.scratch.get("expanding"):
+        if not out and not expanding and not self.expandable(st.tree):
             st.finished = True
         return out
 
