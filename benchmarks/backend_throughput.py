@@ -1,6 +1,6 @@
 """Generated tokens per second of each policy backend at several batch sizes, side by side.
 
-    python -m benchmarks.backend_throughput --backends hf,transformers,vllm,openai \\
+    python -m mcts_agent.benchmarks.backend_throughput --backends hf,transformers,vllm,openai \\
         --batch-sizes 1,8,32,64 --max-tokens 64 --out results/backend_throughput.json
 
 Backends: ``hf`` (plain ``model.generate``, the reference), ``transformers``
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.common import machine, print_table
+from mcts_agent.benchmarks.common import machine, print_table
 from mcts_agent.io import atomic_write_json
 
 TOPICS = ["a lighthouse keeper", "a lost robot", "the first snow", "a river town", "an old map", "a quiet library",

@@ -5,7 +5,7 @@ Each method runs at several budgets (samples for best-of-N / self-consistency, a
 budget per tree for beam and MCTS), all on the same tasks, in one run. The plot puts
 accuracy against the tokens each method actually spent.
 
-    python -m benchmarks.equal_compute --tasks 40 --budgets 150,300,600
+    python -m mcts_agent.benchmarks.equal_compute --tasks 40 --budgets 150,300,600
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.common import print_table, write_result
+from mcts_agent.benchmarks.common import print_table, write_result
 
 
 def configs(budget: int, solution_tokens: int, args: argparse.Namespace) -> dict[str, dict]:
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--plot", default="results/equal_compute.png")
     args = p.parse_args(argv)
 
-    import envs
-    from critics import make_critic
+    from mcts_agent import envs
+    from mcts_agent.critics import make_critic
     from mcts_agent.llm import load_backend
     from mcts_agent.runner import run_tasks
     from mcts_agent.search import SearchConfig

@@ -18,7 +18,7 @@ Wall and process-CPU seconds exclude model loading (reported apart). Both sides'
 scored by our env's verifier. Target: peer wall / ours wall >= 10. On a shared machine
 compare ``cpu_s`` too: it is far less sensitive to other processes than wall time.
 
-    python -m benchmarks.peer_llm_reasoners --setup --tasks 8 --simulations 8 --branching 4 --match-tokens
+    python -m mcts_agent.benchmarks.peer_llm_reasoners --setup --tasks 8 --simulations 8 --branching 4 --match-tokens
 
 The peer's raw output is kept in ``<out>.peer.json``; ``--reuse-peer`` reads it back so our
 side can be re-measured after a change without the (slow) peer run.
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks.common import print_table, write_result
+from mcts_agent.benchmarks.common import print_table, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_SIDE = Path(__file__).with_name("_peer_reasoners_side.py")
@@ -77,7 +77,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 # ----- our side --------------------------------------------------------------------------
 def run_ours(backend: Any, env: Any, tasks: list, args: argparse.Namespace, token_budget: int | None = None,
              label: str = "ours") -> dict[str, Any]:
-    from critics import make_critic
+    from mcts_agent.critics import make_critic
     from mcts_agent.search import Planner, SearchConfig
 
     sims = args.simulations if token_budget is None else 100 * args.simulations
@@ -114,9 +114,9 @@ def peer_job(backend: Any, env: Any, tasks: list, model_dir: str, args: argparse
     The self-eval prompt of each problem is our critic's own prompt for a one-step node,
     split around that step: the peer puts its numbered steps in between.
     """
-    from critics.base import NodeView
-    from critics.self_eval import SelfEvalCritic
-    from envs.base import EnvState
+    from mcts_agent.critic import NodeView
+    from mcts_agent.critics.self_eval import SelfEvalCritic
+    from mcts_agent.envs.base import EnvState
 
     critic = SelfEvalCritic(backend)
     if critic.config.mode != "chat" or critic.config.positive != ("Yes",) or critic.config.negative != ("No",):
@@ -141,7 +141,7 @@ def numbered(steps: Sequence[str]) -> str:
 
 def check_eval_prompt(critic: Any, problem: dict[str, Any]) -> None:
     """The peer's self-eval prompt (rebuilt as the peer does) equals our critic's."""
-    from critics.base import NodeView
+    from mcts_agent.critic import NodeView
 
     steps = ("2 + 3 = 5.", "The answer is 5.")
     ours = critic.prompt(NodeView(prompt="", question=problem["question"], steps=steps, answer="5", terminal=True))
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
-    import envs
+    from mcts_agent import envs
     from mcts_agent.llm.model_store import resolve_model
     from mcts_agent.llm.transformers_backend import TransformersBackend
     from mcts_agent.llm.types import GenerationRequest

@@ -13,7 +13,7 @@ pid namespace are not accounted to this process, so it would flatter the sandbox
 Workloads: ``trivial`` (an assert; measures pure per-run overhead) or ``humaneval`` (the
 first N canonical solutions with their tests; realistic).
 
-Run: ``python -m benchmarks.sandbox_throughput --n 64 --workers 2 --out results/sandbox_throughput.json``.
+Run: ``python -m mcts_agent.benchmarks.sandbox_throughput --n 64 --workers 2 --out results/sandbox_throughput.json``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
-from benchmarks.common import print_table, write_result
-from envs.code.pool import SandboxPool
-from envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, Status
+from mcts_agent.benchmarks.common import print_table, write_result
+from mcts_agent.envs.code.pool import SandboxPool
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, Status
 
 TRIVIAL = "assert sum(range(100)) == 4950\n"
 
@@ -37,7 +37,7 @@ def workload(name: str, n: int) -> list[tuple[str, str | None]]:
     """N (program, tests) pairs."""
     if name == "trivial":
         return [(TRIVIAL, None)] * n
-    from envs.code.humaneval import read_problems
+    from mcts_agent.envs.code.humaneval import read_problems
 
     recs = read_problems()
     recs = (recs * (n // len(recs) + 1))[:n]
@@ -76,8 +76,8 @@ def search_pass_at_1(n_tasks: int, simulations: int, branching: int, critic: str
     every candidate verified in the sandbox (one chosen answer per task)."""
     import tempfile
 
-    import envs
-    from critics import make_critic
+    from mcts_agent import envs
+    from mcts_agent.critics import make_critic
     from mcts_agent.llm import load_backend
     from mcts_agent.runner import run_tasks
     from mcts_agent.search import SearchConfig

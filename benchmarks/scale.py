@@ -10,7 +10,7 @@ Planner half: ``--trees`` MCTS trees in flight on the scripted backend (every ro
 batched call over all of them): wall time, time per node, and peak memory per node beyond
 its step text, env state and all (target <= 2 KB).
 
-Run: ``python -m benchmarks.scale --nodes 100000 --trees 1000 --out results/scale.json [--browser]``.
+Run: ``python -m mcts_agent.benchmarks.scale --nodes 100000 --trees 1000 --out results/scale.json [--browser]``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from benchmarks.common import machine, print_figures
+from mcts_agent.benchmarks.common import machine, print_figures
 from mcts_agent.tree import Tree
 
 _OPENERS = ["First,", "Next,", "Then", "So", "Now", "We know that", "Therefore,", "This means", "Since", "Finally,"]
@@ -171,9 +171,9 @@ def bench_planner(trees: int = 1000, simulations: int = 8, branching: int = 4, s
     Every round is ONE generate call over all live trees; the figures are the planner's own
     cost: wall time, seconds per node, and peak traced memory per node beyond step texts.
     """
-    from critics import make_critic
-    from envs.base import Task
-    from envs.registry import make
+    from mcts_agent.critics import make_critic
+    from mcts_agent.envs.base import Task
+    from mcts_agent.envs.registry import make
     from mcts_agent.llm.scripted import ScriptedBackend
     from mcts_agent.search import Planner, SearchConfig
 

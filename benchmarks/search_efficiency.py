@@ -12,7 +12,7 @@ through ``backend.generate`` and times them. Side by side, in one process:
 Run with the critic (self-eval, one batched forward pass per round) and without it:
 critic passes are model time too, but they produce no generated tokens.
 
-    python -m benchmarks.search_efficiency --tasks 16 --simulations 4 --branching 4
+    python -m mcts_agent.benchmarks.search_efficiency --tasks 16 --simulations 4 --branching 4
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import argparse
 import time
 from typing import Sequence
 
-from benchmarks.common import print_table, write_result
+from mcts_agent.benchmarks.common import print_table, write_result
 from mcts_agent.llm.types import Backend, Completion, GenerationRequest
 
 
@@ -57,7 +57,7 @@ def replay(backend: Backend, batches: list[list[GenerationRequest]]) -> tuple[in
 
 
 def measure(backend: Backend, tasks, env, critic_name: str, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
-    from critics import make_critic
+    from mcts_agent.critics import make_critic
     from mcts_agent.search import Planner, SearchConfig
 
     rec = Recording(backend)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", default="results/search_efficiency.json")
     args = p.parse_args(argv)
 
-    import envs
+    from mcts_agent import envs
     from mcts_agent.llm import load_backend
 
     tasks = envs.load_tasks(args.env, path=args.data, limit=args.tasks, seed=args.seed)

@@ -6,7 +6,7 @@ examples per iteration (the SFT arm is capped at the DPO arm's pair count). Prin
 table, writes JSON and a PNG; phase wall times and generated tokens come from each
 phase's DONE.json record.
 
-    python -m benchmarks.self_improve --iterations 2 --train-tasks 64 --eval-tasks 200
+    python -m mcts_agent.benchmarks.self_improve --iterations 2 --train-tasks 64 --eval-tasks 200
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import print_table, write_result
+from mcts_agent.benchmarks.common import print_table, write_result
 
 
 def arm_config(args: argparse.Namespace, method: str, out_dir: Path, max_examples: int | None) -> dict[str, Any]:
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--plot", default="results/self_improve.png")
     args = p.parse_args(argv)
 
-    from training.iterate import run_iterate
-    from training.iterate_config import IterateConfig
+    from mcts_agent.training.iterate import run_iterate
+    from mcts_agent.training.iterate_config import IterateConfig
 
     work = Path(args.workdir)
     dpo = run_iterate(IterateConfig(**arm_config(args, "dpo", work / "mcts_dpo", None)), progress=print)

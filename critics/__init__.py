@@ -3,14 +3,14 @@
 ``make_critic(name, backend, env, **kwargs)`` builds one by its CLI name.
 """
 
-from critics.base import Critic, NodeView, check_values
-from critics.constant import ConstantCritic
-from critics.ensemble import EnsembleCritic
-from critics.factory import CRITICS, make_critic, parse_ensemble_spec
-from critics.judge import JudgeConfig, Judgement, JudgeStats, LLMJudgeCritic, Verdict, parse_judgement
-from critics.rollout import RolloutConfig, RolloutCritic, RolloutStats
-from critics.self_eval import SelfEvalConfig, SelfEvalCritic
-from critics.verifier import OutcomeVerifierCritic, VerifierConfig
+from mcts_agent.critic import Critic, NodeView, check_values
+from mcts_agent.critics.constant import ConstantCritic
+from mcts_agent.critics.ensemble import EnsembleCritic
+from mcts_agent.critics.factory import CRITICS, make_critic, parse_ensemble_spec
+from mcts_agent.critics.judge import JudgeConfig, Judgement, JudgeStats, LLMJudgeCritic, Verdict, parse_judgement
+from mcts_agent.critics.rollout import RolloutConfig, RolloutCritic, RolloutStats
+from mcts_agent.critics.self_eval import SelfEvalConfig, SelfEvalCritic
+from mcts_agent.critics.verifier import OutcomeVerifierCritic, VerifierConfig
 from mcts_agent.errors import CriticError
 
 __all__ = [

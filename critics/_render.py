@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from critics.base import NodeView
+from mcts_agent.critic import NodeView
 from mcts_agent.errors import ConfigError
 
 # Worked examples shown before the real question (few-shot): tiny instruct models follow

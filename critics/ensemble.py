@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from critics.base import Critic, NodeView
+from mcts_agent.critic import Critic, NodeView
 from mcts_agent.errors import ConfigError
 
 

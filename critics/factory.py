@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from critics.base import Critic
-from critics.constant import ConstantCritic
-from critics.ensemble import EnsembleCritic
-from critics.judge import JudgeConfig, LLMJudgeCritic
-from critics.rollout import RolloutConfig, RolloutCritic
-from critics.self_eval import SelfEvalConfig, SelfEvalCritic
-from critics.verifier import OutcomeVerifierCritic, VerifierConfig
+from mcts_agent.critic import Critic
+from mcts_agent.critics.constant import ConstantCritic
+from mcts_agent.critics.ensemble import EnsembleCritic
+from mcts_agent.critics.judge import JudgeConfig, LLMJudgeCritic
+from mcts_agent.critics.rollout import RolloutConfig, RolloutCritic
+from mcts_agent.critics.self_eval import SelfEvalConfig, SelfEvalCritic
+from mcts_agent.critics.verifier import OutcomeVerifierCritic, VerifierConfig
 from mcts_agent.errors import ConfigError, CriticError
 
 CRITICS = ("self-eval", "verifier", "rollout", "judge", "ensemble", "none")

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from critics.base import Critic, NodeView
-from envs.base import EnvState, RewardMode, TextEnv
+from mcts_agent.critic import Critic, NodeView
+from mcts_agent.envs.base import EnvState, RewardMode, TextEnv
 from mcts_agent.errors import ConfigError, CriticError, EnvError
 from mcts_agent.llm.types import Backend, FinishReason, GenerationRequest
 
@@ -67,6 +67,10 @@ class RolloutCritic(Critic):
                  config: RolloutConfig | None = None) -> None:
         if not isinstance(env, TextEnv):
             raise ConfigError(f"RolloutCritic needs an envs.base.TextEnv, got {type(env).__name__}")
+        if env.turn_based:
+            raise ConfigError(f"RolloutCritic replays one sampled solution step by step, which a turn-based env "
+                              f"({type(env).__name__}: the world answers each action) cannot do; use self-eval, "
+                              "verifier or judge there")
         if inner is None and env.reward_mode is not RewardMode.OUTCOME:
             raise ConfigError(f"RolloutCritic in reward mode {env.reward_mode.value!r} needs an inner critic to score "
                               "the final states (rewards carry no gold there); pass inner=SelfEvalCritic(backend), say")

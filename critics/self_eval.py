@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from critics._render import EXAMPLES, chat, check_examples
-from critics.base import Critic, NodeView
+from mcts_agent.critics._render import EXAMPLES, chat, check_examples
+from mcts_agent.critic import Critic, NodeView
 from mcts_agent.errors import ConfigError, CriticError
 from mcts_agent.llm.types import Backend
 

@@ -18,10 +18,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from critics.base import Critic, NodeView
-from critics.constant import ConstantCritic
+from mcts_agent.critic import Critic, NodeView
+from mcts_agent.critics.constant import ConstantCritic
 from mcts_agent.errors import ConfigError, CriticError
-from envs.base import RewardMode
+from mcts_agent.envs.base import RewardMode
 
 
 @dataclass

@@ -1,62 +1,27 @@
-"""The environment contract: Gymnasium text envs that search can branch.
+"""Gymnasium text envs that search can branch: the implementation of ``mcts_agent.env.SearchEnv``.
 
-A ``TextEnv`` shows the policy a task, takes one reasoning step (a string) per
-``step``, and ends the episode as ``terminated`` when an answer is given or as
-``truncated`` when the step budget is spent. ``snapshot()`` returns an immutable,
-JSON-serializable ``EnvState``; ``restore(state)`` goes back to it, which is how the
-planner branches. Gold answers reach search only in ``RewardMode.OUTCOME``.
+A ``TextEnv`` shows the policy a task, takes one action (a string) per ``step``, and
+ends the episode as ``terminated`` when an answer is given or as ``truncated`` when
+the step budget is spent. ``snapshot()`` returns an immutable, JSON-serializable
+``EnvState``; ``restore(state)`` goes back to it; ``transition(state, action)`` steps
+from any state without touching the env's own episode, which is how the planner
+branches (from several threads at once). Gold answers reach search only in
+``RewardMode.OUTCOME``. Multi-turn agent envs build on ``mcts_agent.envs.agent.AgentEnv``.
 """
 
 from __future__ import annotations
 
 import abc
-import enum
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Sequence
 
 import gymnasium
 from gymnasium import spaces
 
+from mcts_agent.env import Branching, ChatFormatter, EnvState, Message, RewardMode, Task, Transition, Turn
 from mcts_agent.errors import EnvError
 
-
-class RewardMode(str, enum.Enum):
-    """What search may learn from the environment."""
-
-    NONE = "none"  # evaluation: gold answers are stripped; every reward is 0
-    OUTCOME = "outcome"  # training: terminal reward = verifier(answer, gold)
-
-
-@dataclass(frozen=True)
-class Task:
-    """One problem. ``answer`` is the gold answer; ``meta`` holds env-specific data."""
-
-    id: str
-    question: str
-    answer: str | None = None
-    meta: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EnvState:
-    """An immutable, serializable snapshot of an episode."""
-
-    task: Task
-    steps: tuple[str, ...] = ()
-    answer: str | None = None
-    terminated: bool = False
-    truncated: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        t = self.task
-        return {"task": {"id": t.id, "question": t.question, "answer": t.answer, "meta": dict(t.meta)},
-                "steps": list(self.steps), "answer": self.answer,
-                "terminated": self.terminated, "truncated": self.truncated}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EnvState":
-        return cls(task=Task(**d["task"]), steps=tuple(d["steps"]), answer=d["answer"],
-                   terminated=d["terminated"], truncated=d["truncated"])
+__all__ = ["Branching", "EnvState", "RewardMode", "Task", "TextEnv", "Turn", "UnicodeText"]
 
 
 class UnicodeText(spaces.Text):
@@ -70,20 +35,24 @@ class UnicodeText(spaces.Text):
 
 
 class TextEnv(gymnasium.Env[str, str], abc.ABC):
-    """Base class of every text environment.
+    """Base class of every text environment (single-turn reasoning envs use it directly).
 
     Subclasses define ``messages`` (the chat shown to the policy), ``extract_answer``
-    (is this step a final answer?) and ``verify`` (is the answer right?).
+    (is this step a final answer?) and ``verify`` (is the answer right?). The episode's
+    logic is the pure ``advance(state, action)``; ``step`` and ``transition`` both call it.
     """
 
     metadata = {"render_modes": ["ansi"]}
     step_delimiter: str = "\n"
     max_text_length: int = 100_000
+    branching: Branching = Branching.SNAPSHOT
+    turn_based: bool = False  # actions are reasoning steps continuing one assistant message
+    keep_stop: bool = False
 
     def __init__(self, tasks: Sequence[Task] = (), *, max_steps: int = 8,
                  reward_mode: RewardMode | str = RewardMode.NONE, render_mode: str | None = None) -> None:
-        if max_steps < 1:
-            raise EnvError(f"max_steps must be >= 1, got {max_steps}")
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise EnvError(f"max_steps must be an int >= 1, got {max_steps!r}")
         try:
             self.reward_mode = RewardMode(reward_mode)
         except ValueError:
@@ -97,7 +66,7 @@ class TextEnv(gymnasium.Env[str, str], abc.ABC):
 
     # ----- what subclasses define -----------------------------------------------------
     @abc.abstractmethod
-    def messages(self, task: Task) -> list[dict[str, str]]:
+    def messages(self, task: Task) -> list[Message]:
         """Chat messages that pose ``task`` to the policy (never containing the gold answer)."""
 
     @abc.abstractmethod
@@ -107,6 +76,46 @@ class TextEnv(gymnasium.Env[str, str], abc.ABC):
     @abc.abstractmethod
     def verify(self, answer: str | None, task: Task) -> bool:
         """Whether ``answer`` solves ``task`` (uses the gold answer)."""
+
+    def verify_state(self, state: EnvState, task: Task) -> bool:
+        """Whether the episode ending in ``state`` solves ``task`` (default: its answer is right)."""
+        return state.answer is not None and self.verify(state.answer, task)
+
+    def answer_of(self, state: EnvState, action: str) -> str | None:
+        """The final answer if ``action`` taken from ``state`` gives one (default: ``extract_answer``)."""
+        return self.extract_answer(action)
+
+    @property
+    def action_stop(self) -> tuple[str, ...]:
+        """Stop strings that end one action: the step delimiter."""
+        return (self.step_delimiter,)
+
+    # ----- the episode's logic (pure: safe from several threads) ------------------------
+    def initial_state(self, task: Task) -> EnvState:
+        """The state at the start of ``task``, as search may see it."""
+        return EnvState(task=self.search_view(task))
+
+    def advance(self, state: EnvState, action: str) -> Transition:
+        """The transition from ``state`` by ``action``; ``state`` is left as it was."""
+        if state.done:
+            raise EnvError("the episode is over; call reset() or restore() a live state")
+        if not isinstance(action, str):
+            raise EnvError(f"action must be a str (one reasoning step), got {type(action).__name__}")
+        answer = self.answer_of(state, action)
+        turns = state.turns + (Turn(action),)
+        terminated = answer is not None
+        truncated = not terminated and len(turns) >= self.max_steps
+        nxt = replace(state, turns=turns, answer=answer, terminated=terminated, truncated=truncated)
+        reward = 0.0
+        if terminated and self.reward_mode is RewardMode.OUTCOME:
+            reward = float(self.verify(answer, state.task))
+        return nxt, reward, terminated, truncated, {"answer": answer}
+
+    def transition(self, state: EnvState, action: str) -> Transition:
+        """Step from ``state`` without disturbing it or the env's own episode."""
+        if not isinstance(state, EnvState):
+            raise EnvError(f"transition() needs an EnvState, got {type(state).__name__}")
+        return self.advance(state, action)
 
     # ----- the Gymnasium API ----------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -123,26 +132,14 @@ class TextEnv(gymnasium.Env[str, str], abc.ABC):
             task = self.tasks[idx]
         else:
             raise EnvError(f"{type(self).__name__}.reset needs options={{'task': Task}} or an env built with tasks")
-        self._state = EnvState(task=self.search_view(task))
+        self._state = self.initial_state(task)
         return self.observation(), {"task_id": task.id}
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self._state is None:
             raise EnvError("call reset() before step()")
-        if self._state.terminated or self._state.truncated:
-            raise EnvError("the episode is over; call reset() or restore() a live state")
-        if not isinstance(action, str):
-            raise EnvError(f"action must be a str (one reasoning step), got {type(action).__name__}")
-        s = self._state
-        answer = self.extract_answer(action)
-        steps = s.steps + (action,)
-        terminated = answer is not None
-        truncated = not terminated and len(steps) >= self.max_steps
-        self._state = EnvState(task=s.task, steps=steps, answer=answer, terminated=terminated, truncated=truncated)
-        reward = 0.0
-        if terminated and self.reward_mode is RewardMode.OUTCOME:
-            reward = float(self.verify(answer, s.task))
-        return self.observation(), reward, terminated, truncated, {"answer": answer}
+        self._state, reward, terminated, truncated, info = self.advance(self._state, action)
+        return self.observation(), reward, terminated, truncated, info
 
     def render(self) -> str | None:
         if self.render_mode == "ansi":
@@ -160,16 +157,14 @@ class TextEnv(gymnasium.Env[str, str], abc.ABC):
             raise EnvError(f"restore() needs an EnvState, got {type(state).__name__}")
         self._state = state
 
-    def transition(self, state: EnvState, action: str) -> tuple[EnvState, float, bool, bool, dict[str, Any]]:
-        """Step from ``state`` without disturbing it: restore, step, snapshot."""
-        self.restore(state)
-        _, reward, term, trunc, info = self.step(action)
-        return self._state, reward, term, trunc, info  # type: ignore[return-value]
-
     # ----- prompts --------------------------------------------------------------------
     def search_view(self, task: Task) -> Task:
         """The task as search may see it: gold stripped unless rewards are outcome-based."""
         return task if self.reward_mode is RewardMode.OUTCOME else replace(task, answer=None)
+
+    def answer_key(self, answer: str) -> str:
+        """What makes two answers the same when voting."""
+        return answer.strip()
 
     def observation(self, state: EnvState | None = None) -> str:
         """The question followed by the steps taken so far."""
@@ -181,6 +176,6 @@ class TextEnv(gymnasium.Env[str, str], abc.ABC):
         """The steps so far, each followed by the delimiter (what the policy continues)."""
         return "".join(step + self.step_delimiter for step in state.steps)
 
-    def policy_prompt(self, state: EnvState, format_chat: Callable[[Sequence[dict[str, str]]], str]) -> str:
+    def policy_prompt(self, state: EnvState, format_chat: ChatFormatter) -> str:
         """The full text the policy continues from ``state``."""
         return format_chat(self.messages(state.task)) + self.trajectory(state)

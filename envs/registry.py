@@ -1,4 +1,4 @@
-"""The table of environments: short names for ``envs.make``, ids for ``gymnasium.make``.
+"""The table of environments: short names for ``mcts_agent.envs.make``, ids for ``gymnasium.make``.
 
 To add an env, append an ``EnvEntry`` to ``ENVS`` below (or call ``register_env`` from
 your own code). Entry points are "module:attr" strings, so nothing heavy is imported
@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import gymnasium
 
-from envs.base import Task, TextEnv
+from mcts_agent.envs.base import Task, TextEnv
 from mcts_agent.errors import EnvError
 
 NAMESPACE = "mcts_agent"
@@ -28,12 +28,13 @@ class EnvEntry:
     """One registered environment.
 
     Attributes:
-        name: the short name ``envs.make`` takes, e.g. "math/gsm8k".
+        name: the short name ``mcts_agent.envs.make`` takes, e.g. "math/gsm8k".
         entry_point: "module:Class" of the ``TextEnv`` subclass (or the class itself).
         gym_id: the ``gymnasium.make`` id, e.g. "mcts_agent/gsm8k-v0".
         loader: "module:function" with signature ``(path, split=, limit=, seed=, **kw) -> list[Task]``
             used by ``load_tasks`` (the CLI's ``--data``); None if the env makes its own tasks.
         kwargs: default constructor kwargs.
+        loader_kwargs: extra kwargs for ``loader`` (e.g. the benchmark category an entry stands for).
         test_kwargs: constructor kwargs that make a ready-to-reset env for the ``check_env`` test
             over every entry (e.g. a couple of tasks): a dict, or a "module:attr" naming a dict or a
             zero-argument function returning one (so the table imports nothing heavy).
@@ -45,37 +46,63 @@ class EnvEntry:
     gym_id: str
     loader: str | None = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    loader_kwargs: Mapping[str, Any] = field(default_factory=dict)
     test_kwargs: Mapping[str, Any] | str | None = None
     description: str = ""
 
 
+BFCL_SINGLE_TURN = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance", "live_simple")
+BFCL_MULTI_TURN = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param")
+
+
+def _bfcl_entries() -> list[EnvEntry]:
+    """One entry per BFCL category: ``tool/bfcl-<category>`` (its data ships in the bfcl-eval wheel)."""
+    out = []
+    for cat in BFCL_SINGLE_TURN + BFCL_MULTI_TURN:
+        multi = cat.startswith("multi_turn")
+        cls = "mcts_agent.envs.tool.bfcl_multi:BFCLMultiTurnEnv" if multi else "mcts_agent.envs.tool.bfcl:BFCLEnv"
+        out.append(EnvEntry(
+            f"tool/bfcl-{cat}", cls, f"{NAMESPACE}/bfcl-{cat.replace('_', '-')}-v0",
+            loader="mcts_agent.envs.tool.bfcl_data:load_bfcl", kwargs={"category": cat}, loader_kwargs={"category": cat},
+            test_kwargs=f"mcts_agent.envs.tool.bfcl_data:check_kwargs_{'multi' if multi else 'single'}",
+            description=f"BFCL {cat}: {'multi-turn calls on BFCL backends, state+response checkers' if multi else 'function calls scored by BFCL AST checker'}"))
+    return out
+
+
 # The table. Other env families (code/, web/, tool/, swe/) append their entries here.
 ENVS: list[EnvEntry] = [
-    EnvEntry("math/gsm8k", "envs.math.gsm8k:GSM8KEnv", f"{NAMESPACE}/gsm8k-v0",
-             loader="envs.math.gsm8k:load_gsm8k", test_kwargs="envs.math.gsm8k:CHECK_KWARGS",
+    EnvEntry("math/gsm8k", "mcts_agent.envs.math.gsm8k:GSM8KEnv", f"{NAMESPACE}/gsm8k-v0",
+             loader="mcts_agent.envs.math.gsm8k:load_gsm8k", test_kwargs="mcts_agent.envs.math.gsm8k:CHECK_KWARGS",
              description="GSM8K word problems; final step 'The answer is N.'"),
-    EnvEntry("math/boxed", "envs.math.boxed:BoxedEnv", f"{NAMESPACE}/boxed-v0",
-             loader="envs.math.boxed:load_boxed", test_kwargs="envs.math.boxed:CHECK_KWARGS",
+    EnvEntry("math/boxed", "mcts_agent.envs.math.boxed:BoxedEnv", f"{NAMESPACE}/boxed-v0",
+             loader="mcts_agent.envs.math.boxed:load_boxed", test_kwargs="mcts_agent.envs.math.boxed:CHECK_KWARGS",
              description="MATH-style problems; final answer in \\boxed{...}"),
-    EnvEntry("math/reasoning-gym", "envs.math.reasoning_gym_env:ReasoningGymEnv", f"{NAMESPACE}/reasoning-gym-v0",
-             loader="envs.math.reasoning_gym_env:load_reasoning_gym", test_kwargs={"size": 4},
+    EnvEntry("math/reasoning-gym", "mcts_agent.envs.math.reasoning_gym_env:ReasoningGymEnv", f"{NAMESPACE}/reasoning-gym-v0",
+             loader="mcts_agent.envs.math.reasoning_gym_env:load_reasoning_gym", test_kwargs={"size": 4},
              description="any reasoning-gym generator (dataset=NAME), scored by its own verifier"),
-    EnvEntry("math/arithmetic", "envs.math.reasoning_gym_env:ArithmeticEnv", f"{NAMESPACE}/arithmetic-v0",
-             loader="envs.math.reasoning_gym_env:load_arithmetic", test_kwargs={"size": 4},
+    EnvEntry("math/arithmetic", "mcts_agent.envs.math.reasoning_gym_env:ArithmeticEnv", f"{NAMESPACE}/arithmetic-v0",
+             loader="mcts_agent.envs.math.reasoning_gym_env:load_arithmetic", test_kwargs={"size": 4},
              description="one-step arithmetic (reasoning-gym basic_arithmetic, 2 terms, 1-2 digits)"),
-    EnvEntry("code/humaneval", "envs.code.humaneval:HumanEvalEnv", f"{NAMESPACE}/humaneval-v0",
-             loader="envs.code.humaneval:load_humaneval", test_kwargs="envs.code.humaneval:check_kwargs",
+    EnvEntry("code/humaneval", "mcts_agent.envs.code.humaneval:HumanEvalEnv", f"{NAMESPACE}/humaneval-v0",
+             loader="mcts_agent.envs.code.humaneval:load_humaneval", test_kwargs="mcts_agent.envs.code.humaneval:check_kwargs",
              description="HumanEval function completion; hidden tests run in the sandbox"),
-    EnvEntry("code/mbpp", "envs.code.mbpp:MBPPEnv", f"{NAMESPACE}/mbpp-v0",
-             loader="envs.code.mbpp:load_mbpp", test_kwargs="envs.code.mbpp:CHECK_KWARGS",
+    EnvEntry("code/mbpp", "mcts_agent.envs.code.mbpp:MBPPEnv", f"{NAMESPACE}/mbpp-v0",
+             loader="mcts_agent.envs.code.mbpp:load_mbpp", test_kwargs="mcts_agent.envs.code.mbpp:CHECK_KWARGS",
              description="MBPP short functions; first test visible, all tests hidden in the sandbox"),
+    EnvEntry("demo/counter", "mcts_agent.envs.demo:CounterEnv", f"{NAMESPACE}/counter-v0",
+             loader="mcts_agent.envs.demo:load_counter", test_kwargs="mcts_agent.envs.demo:CHECK_KWARGS",
+             description="multi-turn toy world: add(N) to reach a target, then submit(); delay= for a slow env"),
+    EnvEntry("textcraft", "mcts_agent.envs.text.textcraft:TextCraftEnv", f"{NAMESPACE}/textcraft-v0",
+             loader="mcts_agent.envs.text.textcraft:load_textcraft", test_kwargs="mcts_agent.envs.text.textcraft:CHECK_KWARGS",
+             description="TextCraft (Agent-R): craft a Minecraft item from a recipe list; the package's own reward"),
+    *_bfcl_entries(),
 ]
 
 _BY_NAME: dict[str, EnvEntry] = {}
 
 
 def register_env(entry: EnvEntry) -> None:
-    """Add ``entry`` to ``envs.make`` and ``gymnasium.make`` (replacing one of the same name)."""
+    """Add ``entry`` to ``mcts_agent.envs.make`` and ``gymnasium.make`` (replacing one of the same name)."""
     if not isinstance(entry, EnvEntry):
         raise EnvError(f"register_env needs an EnvEntry, got {type(entry).__name__}")
     _BY_NAME[entry.name] = entry
@@ -87,7 +114,7 @@ def register_env(entry: EnvEntry) -> None:
 
 
 def unregister_env(name: str) -> None:
-    """Remove env ``name`` from ``envs.make`` and ``gymnasium.make`` (for tests and plugins)."""
+    """Remove env ``name`` from ``mcts_agent.envs.make`` and ``gymnasium.make`` (for tests and plugins)."""
     entry = get_entry(name)
     del _BY_NAME[entry.name]
     ENVS[:] = [e for e in ENVS if e.name != entry.name]
@@ -138,7 +165,7 @@ def load_tasks(name: str, path: str | os.PathLike[str] | None = None, *, split: 
     if entry.loader is None:
         raise EnvError(f"environment {entry.name!r} has no task loader; pass tasks to envs.make instead")
     loader = _load(entry.loader, f"loader of {entry.name!r}")
-    return loader(path, split=split, limit=limit, seed=seed, **kwargs)
+    return loader(path, split=split, limit=limit, seed=seed, **{**entry.loader_kwargs, **kwargs})
 
 
 def check_kwargs(name: str) -> dict[str, Any]:

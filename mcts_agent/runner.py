@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from critics.base import Critic
-from envs.base import Task, TextEnv
+from mcts_agent.critic import Critic
+from mcts_agent.env import SearchEnv, Task
 from mcts_agent.errors import ConfigError
 from mcts_agent.io import append_tree, atomic_write_json, atomic_write_text, load_trees, save_trees
 from mcts_agent.llm.types import Backend
@@ -73,7 +73,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def run_tasks(tasks: Sequence[Task], env: TextEnv, backend: Backend, config: SearchConfig, out_dir: str | Path,
+def run_tasks(tasks: Sequence[Task], env: SearchEnv, backend: Backend, config: SearchConfig, out_dir: str | Path,
               critic: Critic | None = None, *, env_id: str = "", resume: bool = True,
               progress: Callable[[int, int], None] | None = None) -> RunSummary:
     """Search ``tasks`` (with gold answers) and write trees, results and a summary to ``out_dir``.
@@ -130,8 +130,12 @@ def run_tasks(tasks: Sequence[Task], env: TextEnv, backend: Backend, config: Sea
     return summary
 
 
-def _score(env: TextEnv, task: Task, tree: Tree) -> dict[str, Any]:
-    correct = bool(tree.answer is not None and env.verify(tree.answer, task))
+def _score(env: SearchEnv, task: Task, tree: Tree) -> dict[str, Any]:
+    node = tree.nodes[tree.answer_node] if tree.answer_node is not None else None
+    if node is not None and node.state is not None and hasattr(env, "verify_state"):
+        correct = bool(env.verify_state(node.state, task))  # agent envs judge the whole episode
+    else:
+        correct = bool(tree.answer is not None and env.verify(tree.answer, task))
     return {"task_id": task.id, "answer": tree.answer, "gold": task.answer, "correct": correct,
             "nodes": len(tree.nodes), "generated_tokens": int(tree.stats.get("generated_tokens", 0)),
             "policy_calls": int(tree.stats.get("policy_calls", 0)), "seconds": tree.stats.get("seconds", 0.0)}

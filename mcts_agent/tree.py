@@ -15,7 +15,8 @@ from typing import Any, Iterator
 from mcts_agent.errors import TreeFormatError
 
 SCHEMA = "mcts-agent/tree"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1 had no observation/context columns
 
 
 @dataclass(slots=True)
@@ -42,6 +43,9 @@ class Node:
     tokens: int = 0  # generated tokens spent on this step
     seconds: float = 0.0  # wall time attributed to this node's expansion
     children: list[int] = field(default_factory=list)
+    observation: str | None = None  # the world's reply to ``action`` (agent envs); None for reasoning steps
+    context: str | None = None  # what the policy saw after ``action`` (root: the whole prompt); None: never expanded
+    context_full: bool = False  # ``context`` is the whole prompt, not an extension of the parent's
     virtual_loss: int = 0  # in-flight selections (not serialized)
     state: Any = None  # the environment snapshot (not serialized: replay actions from the root)
 
@@ -113,6 +117,33 @@ class Tree:
         """The step texts along the path to ``node_id``."""
         return [n.action for n in self.path(node_id)[1:]]
 
+    def prompt(self, node_id: int) -> str | None:
+        """The exact text the policy continued when it expanded ``node_id``; None if never recorded.
+
+        Stored as deltas: the root holds the first prompt, every other expanded node the
+        text that followed its action (end of turn, observation, the next turn's header).
+        """
+        parts: list[str] = []
+        for n in reversed(self.path(node_id)):
+            if n.context is None:
+                return None
+            parts.append(n.context)
+            if n.context_full or n.parent is None:
+                break
+            parts.append(n.action)
+        return "".join(reversed(parts))
+
+    def record_prompt(self, node_id: int, prompt: str) -> None:
+        """Store ``prompt`` (what the policy saw at ``node_id``) as a delta from the parent's prompt."""
+        node = self.nodes[node_id]
+        if node.context is not None:
+            return
+        base = self.prompt(node.parent) if node.parent is not None else None
+        if base is not None and prompt.startswith(base + node.action):
+            node.context = prompt[len(base) + len(node.action):]
+        else:
+            node.context, node.context_full = prompt, node.parent is not None
+
     def leaves(self) -> list[Node]:
         return [n for n in self.nodes if not n.children]
 
@@ -145,11 +176,15 @@ class Tree:
     def from_dict(cls, data: dict[str, Any]) -> "Tree":
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             raise TreeFormatError(f"not an mcts-agent tree: expected schema {SCHEMA!r}, got {data.get('schema') if isinstance(data, dict) else type(data).__name__!r}")
-        if data.get("version") != SCHEMA_VERSION:
-            raise TreeFormatError(f"unsupported tree schema version {data.get('version')!r}; this build reads version {SCHEMA_VERSION}")
+        if data.get("version") not in READABLE_VERSIONS:
+            raise TreeFormatError(f"unsupported tree schema version {data.get('version')!r}; this build reads "
+                                  f"versions {list(READABLE_VERSIONS)}")
         try:
             cols = data["nodes"]
             count = len(cols["id"])
+            if data["version"] == 1:  # columns added in version 2 take their defaults
+                cols = {**{"observation": [None] * count, "context": [None] * count,
+                           "context_full": [False] * count}, **cols}
             bad = [c for c in _COLUMNS if len(cols[c]) != count]
             if bad:
                 raise TreeFormatError(f"tree {data.get('tree_id')!r}: node columns {bad} do not have {count} entries")

@@ -12,8 +12,8 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.registry import check_kwargs
+from mcts_agent import envs
+from mcts_agent.envs.registry import check_kwargs
 
 # Text envs render to a string; "render_fps" means nothing for them.
 _HARMLESS = ("No render fps was declared",)

@@ -9,12 +9,12 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
-from envs.base import RewardMode, Task
-from envs.code.humaneval import HumanEvalEnv, load_humaneval, read_problems
-from envs.code.mbpp import SAMPLE_TASKS, MBPPEnv, load_mbpp
-from envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError
-from envs.registry import check_kwargs
+from mcts_agent import envs
+from mcts_agent.envs.base import RewardMode, Task
+from mcts_agent.envs.code.humaneval import HumanEvalEnv, load_humaneval, read_problems
+from mcts_agent.envs.code.mbpp import SAMPLE_TASKS, MBPPEnv, load_mbpp
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError
+from mcts_agent.envs.registry import check_kwargs
 from mcts_agent.errors import EnvError
 
 MBPP_FILE = Path("/work/shared/data/mbpp/mbpp.jsonl")

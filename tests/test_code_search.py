@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-import envs
-from envs.code.humaneval import load_humaneval
+from mcts_agent import envs
+from mcts_agent.envs.code.humaneval import load_humaneval
 from mcts_agent.io import load_trees
 from mcts_agent.llm.scripted import ScriptedBackend
 from mcts_agent.runner import run_tasks
@@ -35,7 +35,7 @@ def test_search_humaneval_right_and_wrong(tmp_path, task, algo: str) -> None:
         return RIGHT if i % 2 == 0 else WRONG
 
     cfg = SearchConfig(algo=algo, simulations=2, branching=2, samples=2, answer_rule="q")
-    from critics import make_critic
+    from mcts_agent.critics import make_critic
     critic = make_critic("none") if algo != "greedy" else None
     s = run_tasks([task], env, ScriptedBackend(script), cfg, tmp_path, critic, env_id="code/humaneval")
     result = json.loads((tmp_path / "results.jsonl").read_text())

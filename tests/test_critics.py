@@ -7,10 +7,10 @@ from typing import Sequence
 
 import pytest
 
-from critics import (ConstantCritic, Critic, CriticError, EnsembleCritic, JudgeConfig, LLMJudgeCritic, NodeView,
+from mcts_agent.critics import (ConstantCritic, Critic, CriticError, EnsembleCritic, JudgeConfig, LLMJudgeCritic, NodeView,
                      OutcomeVerifierCritic, RolloutConfig, RolloutCritic, SelfEvalConfig, SelfEvalCritic, Verdict,
                      VerifierConfig, make_critic, parse_ensemble_spec, parse_judgement)
-from envs.base import RewardMode, Task, TextEnv
+from mcts_agent.envs.base import RewardMode, Task, TextEnv
 from mcts_agent.errors import ConfigError
 from mcts_agent.llm.scripted import ScriptedBackend
 
@@ -283,7 +283,7 @@ def test_rollout_truncated_by_step_budget_and_env_restored() -> None:
     env.restore(node.state)
     RolloutCritic(backend, env)([node])
     assert env.snapshot() == node.state  # the caller's env state is left alone
-    assert before.steps == ("x",)
+    assert before.steps == ()  # transition() never moves the env's own episode
 
 
 def test_rollout_errors() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-import envs
-from critics import JudgeConfig, LLMJudgeCritic, NodeView, RolloutConfig, RolloutCritic, SelfEvalCritic
-from envs.math.gsm8k import SAMPLE_TASKS
+from mcts_agent import envs
+from mcts_agent.critics import JudgeConfig, LLMJudgeCritic, NodeView, RolloutConfig, RolloutCritic, SelfEvalCritic
+from mcts_agent.envs.math.gsm8k import SAMPLE_TASKS
 
 pytestmark = pytest.mark.model
 

@@ -10,7 +10,7 @@ import gymnasium
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs
+from mcts_agent import envs
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "add_env.md"
 

@@ -13,8 +13,8 @@ import torch
 
 from mcts_agent.errors import ConfigError, ModelLoadError, TrainingDataError
 from tests.train_golden import arithmetic_tree, embedded_model_dir
-from training.dpo import DPOTrainConfig, conservative_extra, train_dpo, visit_label_smoothing
-from training.pairs import PairConfig, extract_pairs, pairs_to_dataset
+from mcts_agent.training.dpo import DPOTrainConfig, conservative_extra, train_dpo, visit_label_smoothing
+from mcts_agent.training.pairs import PairConfig, extract_pairs, pairs_to_dataset
 
 
 @pytest.fixture(scope="module")

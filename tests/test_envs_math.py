@@ -11,13 +11,13 @@ from pathlib import Path
 import gymnasium
 import pytest
 
-import envs
-from envs import RewardMode, Task
-from envs.base import EnvState
-from envs.math.answers import extract_number, find_boxed, find_final, is_equivalent
-from envs.math.boxed import BoxedEnv, load_boxed
-from envs.math.gsm8k import GSM8KEnv, load_gsm8k
-from envs.math.reasoning_gym_env import ReasoningGymEnv
+from mcts_agent import envs
+from mcts_agent.envs import RewardMode, Task
+from mcts_agent.envs.base import EnvState
+from mcts_agent.envs.math.answers import extract_number, find_boxed, find_final, is_equivalent
+from mcts_agent.envs.math.boxed import BoxedEnv, load_boxed
+from mcts_agent.envs.math.gsm8k import GSM8KEnv, load_gsm8k
+from mcts_agent.envs.math.reasoning_gym_env import ReasoningGymEnv
 from mcts_agent.errors import EnvError
 
 GSM8K_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"

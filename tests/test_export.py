@@ -47,7 +47,7 @@ def test_tree_to_networkx() -> None:
     g = tree_to_networkx(t)
     assert sorted(g.nodes) == list(range(6)) and sorted(g.edges) == [(0, 1), (0, 2), (1, 3), (1, 4), (2, 5)]
     a = g.nodes[1]
-    assert set(_COLUMNS) <= set(a) | {"parent", "value", "reward", "answer"}
+    assert set(_COLUMNS) <= set(a) | {"parent", "value", "reward", "answer", "observation", "context"}
     assert json.loads(a["token_ids"]) == [21, 22, 23] and json.loads(a["critic_scores"]) == {"self_eval": 0.8}
     assert json.loads(a["children"]) == [3, 4] and a["q"] == pytest.approx(0.75)
     assert "parent" not in g.nodes[0] and "value" not in g.nodes[2]  # None / NaN are left out
@@ -245,7 +245,7 @@ def test_cli_usage_errors(cli: typer.Typer, trees_file: Path) -> None:
 
 
 def test_scale_benchmark_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.scale import main
+    from mcts_agent.benchmarks.scale import main
 
     result = main(["--nodes", "300", "--out", str(tmp_path / "scale.json")])
     figures = json.loads((tmp_path / "scale.json").read_text())["export"]

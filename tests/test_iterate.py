@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mcts_agent.errors import ConfigError
-from training.iterate_config import IterateConfig
+from mcts_agent.training.iterate_config import IterateConfig
 
 pytestmark = pytest.mark.model
 

@@ -8,7 +8,7 @@ import pytest
 
 from mcts_agent.errors import ConfigError
 from tests.train_golden import golden_tree
-from training.monitors import (AdjustRule, compute_monitors, distinct_n, pass_at_k, plot_monitors, roc_auc,
+from mcts_agent.training.monitors import (AdjustRule, compute_monitors, distinct_n, pass_at_k, plot_monitors, roc_auc,
                                suggest_adjustments, write_monitors)
 
 

@@ -10,8 +10,8 @@ import pytest
 from mcts_agent.errors import ConfigError, TrainingDataError
 from mcts_agent.tree import Tree
 from tests.train_golden import arithmetic_tree, golden_tree
-from training.common import save_dataset
-from training.pairs import PairConfig, PreferencePair, extract_pairs, pair_stats, pairs_to_dataset, split_dataset
+from mcts_agent.training.common import save_dataset
+from mcts_agent.training.pairs import PairConfig, PreferencePair, extract_pairs, pair_stats, pairs_to_dataset, split_dataset
 
 Q = "What is 2+3?\n\n"
 ROOT_PAIR = dict(prompt=Q, chosen="Add 2 and 3.\n", rejected="Multiply 2 by 3.\n", tree_id="t1", task_id="task-t1",
@@ -161,7 +161,7 @@ def test_dataset_columns_and_round_trip(tmp_path) -> None:
 
 def test_env_prompt_fn_renders_what_the_policy_saw() -> None:
     from tests.toy_env import ToyMathEnv
-    from training.common import env_prompt_fn
+    from mcts_agent.training.common import env_prompt_fn
 
     def fmt(messages: list[dict[str, str]]) -> str:
         return "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in messages) + "Assistant:"

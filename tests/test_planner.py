@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from critics.base import Critic, NodeView
-from envs.base import RewardMode, Task
+from mcts_agent.critic import Critic, NodeView
+from mcts_agent.envs.base import RewardMode, Task
 from mcts_agent.errors import ConfigError, CriticError
 from mcts_agent.llm.scripted import ScriptedBackend
 from mcts_agent.search import Planner, SearchConfig, run_search

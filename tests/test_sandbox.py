@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from envs.code import isolation as iso
-from envs.code.pool import SandboxPool
-from envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, Status
+from mcts_agent.envs.code import isolation as iso
+from mcts_agent.envs.code.pool import SandboxPool
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, Status
 from mcts_agent.errors import ConfigError, EnvError
 
 

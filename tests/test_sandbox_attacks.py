@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult, SandboxUnavailableError, Status
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult, SandboxUnavailableError, Status
 
 TIMEOUT_S = 2.0
 SLACK_S = 3.0  # teardown and a loaded machine
@@ -266,7 +266,7 @@ def test_killing_the_framework_kills_its_sandboxes(box: Sandbox) -> None:
     work = tempfile.mkdtemp(prefix="mcts-sandbox-test-")  # a killed framework leaves its run dir behind
     os.chmod(work, 0o755)
     parent = subprocess.Popen([sys.executable, "-c", (
-        "from envs.code.sandbox import Sandbox, SandboxConfig\n"
+        "from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig\n"
         f"Sandbox(SandboxConfig(timeout_s=60, work_dir={work!r})).run('import time\\ntime.sleep(60)', "
         f"run_id={run_id!r})\n")], cwd=str(Path(__file__).resolve().parents[1]))
     try:

@@ -8,8 +8,8 @@ import pytest
 
 from mcts_agent.errors import ConfigError, TrainingDataError
 from tests.train_golden import golden_tree
-from training.common import reward_correct
-from training.sft_data import (DEFAULT_REVISION, RevisionConfig, StepLabelConfig, prm_step_labels, prm_stepwise,
+from mcts_agent.training.common import reward_correct
+from mcts_agent.training.sft_data import (DEFAULT_REVISION, RevisionConfig, StepLabelConfig, prm_step_labels, prm_stepwise,
                                rejection_sampling_sft, revision_trajectories)
 
 Q = "What is 2+3?\n\n"

@@ -10,8 +10,8 @@ import pytest
 
 from mcts_agent.errors import TrainingDataError
 from tests.train_golden import arithmetic_tree, embedded_model_dir
-from training.sft import SFTTrainConfig, train_sft
-from training.sft_data import rejection_sampling_sft
+from mcts_agent.training.sft import SFTTrainConfig, train_sft
+from mcts_agent.training.sft_data import rejection_sampling_sft
 
 
 @pytest.mark.model

@@ -93,3 +93,19 @@ def test_screenshot_renders(tmp_path: Path) -> None:
     chromium(tmp_path, "--window-size=1200,800", "--hide-scrollbars", f"--screenshot={shot}", page.as_uri() + "?expand=path")
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_viewer_shows_the_worlds_observations(tmp_path: Path) -> None:
+    """An agent env's tree: each action's observation is on the page (answer path expanded)."""
+    from mcts_agent.envs.demo import CounterEnv
+    from mcts_agent.llm.scripted import ScriptedBackend
+    from mcts_agent.search import SearchConfig, run_search
+
+    env = CounterEnv(n=1, max_steps=4)
+    script = lambda p, i: "submit()" if "The counter is" in p else f"add({env.tasks[0].meta['target'] % 9 or 9})"
+    tree = run_search(env.tasks, env, ScriptedBackend(script), SearchConfig(algo="greedy"))[0]
+    page = tmp_path / "viewer.html"
+    write_viewer([tree], page)
+    dom = chromium(tmp_path, "--dump-dom", page.as_uri() + "?expand=path")
+    assert tree.nodes[1].observation.startswith("The counter is")
+    assert f"↳ {tree.nodes[1].observation}" in dom and f"↳ {tree.nodes[2].observation}" in dom

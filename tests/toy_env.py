@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from envs.base import Task, TextEnv
+from mcts_agent.envs.base import Task, TextEnv
 
 
 class ToyMathEnv(TextEnv):

@@ -14,7 +14,7 @@ from mcts_agent.tree import Node, Tree
 if TYPE_CHECKING:
     import datasets
 
-    from envs.base import Task, TextEnv
+    from mcts_agent.envs.base import Task, TextEnv
 
 PromptFn = Callable[[Tree, int], str]
 """``prompt_fn(tree, node_id)``: the text the policy saw at ``node_id`` (steps up to it, inclusive)."""
@@ -31,6 +31,22 @@ def default_prompt(tree: Tree, node_id: int, delimiter: str = "\n") -> str:
     return tree.question + "\n\n" + "".join(step + delimiter for step in tree.steps(node_id))
 
 
+def recorded_prompt(fallback: PromptFn | None = None, delimiter: str = "\n") -> PromptFn:
+    """A ``prompt_fn`` that reads the prompt the policy saw back from the tree (``Tree.prompt``).
+
+    Search records every prompt it renders, so this is exact. A node whose prompt was never
+    recorded (a version-1 tree file, a hand-built tree) goes to ``fallback``, by default
+    ``default_prompt`` with ``delimiter``.
+    """
+    def prompt_fn(tree: Tree, node_id: int) -> str:
+        text = tree.prompt(node_id)
+        if text is not None:
+            return text
+        return fallback(tree, node_id) if fallback is not None else default_prompt(tree, node_id, delimiter)
+
+    return prompt_fn
+
+
 def env_prompt_fn(env: "TextEnv", format_chat: Callable[[Sequence[dict[str, str]]], str],
                   tasks: Mapping[str, "Task"] | None = None) -> PromptFn:
     """A ``prompt_fn`` that renders prompts exactly as ``env.policy_prompt`` does during search.
@@ -38,11 +54,11 @@ def env_prompt_fn(env: "TextEnv", format_chat: Callable[[Sequence[dict[str, str]
     ``tasks`` maps task ids to the original tasks (for envs whose messages need ``Task.meta``);
     without it a task is rebuilt from the tree's id and question.
     """
-    from envs.base import EnvState, Task
+    from mcts_agent.env import EnvState, Task, Turn
 
     def prompt_fn(tree: Tree, node_id: int) -> str:
         task = tasks[tree.task_id] if tasks and tree.task_id in tasks else Task(id=tree.task_id, question=tree.question)
-        state = EnvState(task=task, steps=tuple(tree.steps(node_id)))
+        state = EnvState(task=task, turns=tuple(Turn(n.action, n.observation) for n in tree.path(node_id)[1:]))
         return env.policy_prompt(state, format_chat)
 
     return prompt_fn
@@ -72,10 +88,11 @@ def check_trees(trees: Iterable[Tree], what: str) -> list[Tree]:
 def reward_correct(tree: Tree, node: Node, threshold: float = 1.0) -> bool | None:
     """Correctness from the environment reward: ``reward >= threshold`` at a terminal node.
 
-    Unknown (None) for non-terminal nodes, a missing reward, or a tree searched with
-    ``meta["reward_mode"] == "none"`` (evaluation: every reward is 0, whatever the answer).
+    Unknown (None) for non-terminal nodes, a missing reward, or a tree not searched with
+    outcome rewards (``meta["reward_mode"]``, written by the planner, is "none" in evaluation:
+    every reward is then 0 whatever the answer; a tree without it says nothing either).
     """
-    if not node.terminal or node.reward is None or tree.meta.get("reward_mode") == "none":
+    if not node.terminal or node.reward is None or tree.meta.get("reward_mode") != "outcome":
         return None
     return node.reward >= threshold
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mcts_agent.errors import ConfigError, TrainingDataError
-from training.finetune import (FinetuneConfig, TrainResult, finish, load_policy, lora_config, resolve_model_path,
+from mcts_agent.training.finetune import (FinetuneConfig, TrainResult, finish, load_policy, lora_config, resolve_model_path,
                                split_train_eval, trainer_args, use_bf16)
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ def train_dpo(model_path: str | None, dataset: "datasets.Dataset | datasets.Data
               config: DPOTrainConfig | None = None) -> TrainResult:
     """Train the policy at ``model_path`` on preference pairs; save adapter + merged model.
 
-    ``dataset``: columns prompt/chosen/rejected (e.g. :func:`training.pairs.pairs_to_dataset`);
+    ``dataset``: columns prompt/chosen/rejected (e.g. :func:`mcts_agent.training.pairs.pairs_to_dataset`);
     rows whose ``split`` column is 'validation' (or a DatasetDict's 'validation') are evaluated
     on, not trained on. ``model_path=None`` trains the embedded default model.
     """

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from mcts_agent.errors import ConfigError
 from mcts_agent.io import atomic_write_json
-from training.iterate_config import IterateConfig
+from mcts_agent.training.iterate_config import IterateConfig
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -71,7 +71,7 @@ class IterateRun:
         return record
 
     def tasks(self, which: str) -> list:
-        import envs
+        from mcts_agent import envs
 
         if which not in self._tasks:
             c = self.cfg
@@ -85,8 +85,8 @@ class IterateRun:
 
     # ----- phases ---------------------------------------------------------------------
     def search(self, policy: str | None, folder: Path) -> dict[str, Any]:
-        import envs
-        from critics import make_critic
+        from mcts_agent import envs
+        from mcts_agent.critics import make_critic
         from mcts_agent.llm import load_backend
         from mcts_agent.runner import run_tasks
 
@@ -98,25 +98,23 @@ class IterateRun:
         return {"accuracy": s.accuracy, "tasks": s.tasks, "generated_tokens": tokens}
 
     def pairs(self, k: int, folder: Path) -> dict[str, Any]:
-        import envs
+        from mcts_agent import envs
         from mcts_agent.io import load_trees
-        from mcts_agent.llm import load_backend
-        from training.common import env_prompt_fn, save_dataset
-        from training.monitors import compute_monitors, write_monitors
-        from training.pairs import PairConfig, extract_pairs, pairs_to_dataset
-        from training.sft_data import rejection_sampling_sft
+        from mcts_agent.training.common import recorded_prompt, save_dataset
+        from mcts_agent.training.monitors import compute_monitors, write_monitors
+        from mcts_agent.training.pairs import PairConfig, extract_pairs, pairs_to_dataset
+        from mcts_agent.training.sft_data import rejection_sampling_sft
 
         trees = load_trees(self.root / f"iter_{k}" / "search" / "trees.jsonl")
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps)
         cfg = PairConfig(**{"delimiter": env.step_delimiter, **self.cfg.pairs})
-        with load_backend("transformers", self.policy(k - 1)) as backend:  # for its chat template
-            prompt_fn = env_prompt_fn(env, backend.format_chat, {t.id: t for t in self.tasks("train")})
-            stats: dict[str, Any] = {}
-            if self.cfg.method == "dpo":
-                ds = pairs_to_dataset(extract_pairs(trees, cfg, prompt_fn, stats=stats))
-            else:
-                ds = rejection_sampling_sft(trees, prompt_fn, delimiter=env.step_delimiter)
-                stats = {"records": len(ds), "trees_with_a_correct_path": len(set(ds["tree_id"]))}
+        prompt_fn = recorded_prompt(delimiter=cfg.delimiter)  # what the policy saw, read back from the trees
+        stats: dict[str, Any] = {}
+        if self.cfg.method == "dpo":
+            ds = pairs_to_dataset(extract_pairs(trees, cfg, prompt_fn, stats=stats))
+        else:
+            ds = rejection_sampling_sft(trees, prompt_fn, delimiter=env.step_delimiter)
+            stats = {"records": len(ds), "trees_with_a_correct_path": len(set(ds["tree_id"]))}
         available = len(ds)
         if self.cfg.max_examples is not None and available > self.cfg.max_examples:
             ds = ds.shuffle(seed=self.cfg.seed).select(range(self.cfg.max_examples))
@@ -129,8 +127,8 @@ class IterateRun:
     def train(self, k: int, folder: Path) -> dict[str, Any]:
         import datasets
 
-        from training.dpo import DPOTrainConfig, train_dpo
-        from training.sft import SFTTrainConfig, train_sft
+        from mcts_agent.training.dpo import DPOTrainConfig, train_dpo
+        from mcts_agent.training.sft import SFTTrainConfig, train_sft
 
         ds = datasets.load_from_disk(str(self.root / f"iter_{k}" / "pairs" / "dataset"))
         if self.cfg.method == "dpo":
@@ -143,8 +141,8 @@ class IterateRun:
                 "steps": result.steps, "examples": result.examples}
 
     def evaluate(self, k: int, folder: Path) -> dict[str, Any]:
-        import envs
-        from critics import make_critic
+        from mcts_agent import envs
+        from mcts_agent.critics import make_critic
         from mcts_agent.llm import load_backend
         from mcts_agent.runner import run_tasks
 
@@ -182,7 +180,7 @@ class IterateRun:
         return result
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
-        from training.monitors import plot_monitors
+        from mcts_agent.training.monitors import plot_monitors
 
         monitors = []
         for k in range(1, len(history)):

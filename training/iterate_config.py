@@ -10,9 +10,9 @@ from typing import Any
 
 from mcts_agent.errors import ConfigError
 from mcts_agent.search import SearchConfig
-from training.dpo import DPOTrainConfig
-from training.sft import SFTTrainConfig
-from training.pairs import PairConfig
+from mcts_agent.training.dpo import DPOTrainConfig
+from mcts_agent.training.sft import SFTTrainConfig
+from mcts_agent.training.pairs import PairConfig
 
 
 def _opt(default: Any, help: str) -> Any:

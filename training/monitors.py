@@ -24,7 +24,7 @@ import numpy as np
 
 from mcts_agent.errors import ConfigError
 from mcts_agent.tree import Tree
-from training.common import CorrectFn, check_trees, reward_correct, subtree_outcomes
+from mcts_agent.training.common import CorrectFn, check_trees, reward_correct, subtree_outcomes
 
 
 # ----- pure metrics -------------------------------------------------------------------------------

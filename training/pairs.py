@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from mcts_agent.errors import ConfigError, TrainingDataError
 from mcts_agent.tree import Node, Tree
-from training.common import PromptFn, check_trees, default_prompt, records_to_dataset, render_prompt
+from mcts_agent.training.common import PromptFn, check_trees, records_to_dataset, recorded_prompt, render_prompt
 
 if TYPE_CHECKING:
     import datasets
@@ -103,7 +103,7 @@ def extract_pairs(trees: Iterable[Tree], config: PairConfig | None = None, promp
     """
     cfg = config or PairConfig()
     trees = check_trees(trees, "extract_pairs")
-    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, cfg.delimiter))
+    render = prompt_fn or recorded_prompt(delimiter=cfg.delimiter)
     held_out = _validation_trees([t.tree_id for t in trees], cfg.validation, cfg.seed)
     skipped: Counter[str] = Counter()
     pairs: list[PreferencePair] = []

@@ -1,7 +1,7 @@
 """Supervised fine-tuning on prompt/completion records with TRL's SFTTrainer (LoRA by default).
 
 Use it for rejection-sampling (STaR) data and revision trajectories from
-:mod:`training.sft_data`. The loss is on completion tokens only.
+:mod:`mcts_agent.training.sft_data`. The loss is on completion tokens only.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mcts_agent.errors import TrainingDataError
-from training.finetune import (FinetuneConfig, TrainResult, finish, load_policy, lora_config, resolve_model_path,
+from mcts_agent.training.finetune import (FinetuneConfig, TrainResult, finish, load_policy, lora_config, resolve_model_path,
                                split_train_eval, trainer_args, use_bf16)
 
 if TYPE_CHECKING:

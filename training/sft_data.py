@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from mcts_agent.errors import ConfigError, TrainingDataError
 from mcts_agent.tree import Node, Tree
-from training.common import (CorrectFn, PromptFn, check_trees, default_prompt, records_to_dataset, render_prompt,
+from mcts_agent.training.common import (CorrectFn, PromptFn, check_trees, records_to_dataset, recorded_prompt, render_prompt,
                              reward_correct, subtree_outcomes)
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def prm_step_labels(trees: Iterable[Tree], config: StepLabelConfig | None = None
     """One row per non-root step: prompt (state before it), completion (the step), label, and metadata."""
     cfg = config or StepLabelConfig()
     trees = check_trees(trees, "prm_step_labels")
-    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, cfg.delimiter))
+    render = prompt_fn or recorded_prompt(delimiter=cfg.delimiter)
     rows: list[dict[str, Any]] = []
     for tree in trees:
         outcomes = subtree_outcomes(tree, correct_fn)
@@ -103,7 +103,7 @@ def prm_stepwise(trees: Iterable[Tree], config: StepLabelConfig | None = None, p
     """One row per terminal path: prompt, completions (steps), labels (bools): TRL's stepwise-supervision format."""
     cfg = config or StepLabelConfig()
     trees = check_trees(trees, "prm_stepwise")
-    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, cfg.delimiter))
+    render = prompt_fn or recorded_prompt(delimiter=cfg.delimiter)
     rows: list[dict[str, Any]] = []
     for tree in trees:
         outcomes = subtree_outcomes(tree, correct_fn)
@@ -137,7 +137,7 @@ def revision_trajectories(trees: Iterable[Tree], config: RevisionConfig | None =
     """
     cfg = config or RevisionConfig()
     trees = check_trees(trees, "revision_trajectories")
-    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, cfg.delimiter))
+    render = prompt_fn or recorded_prompt(delimiter=cfg.delimiter)
     rows: list[dict[str, Any]] = []
     wrong_total = 0
     for tree in trees:
@@ -199,7 +199,7 @@ def rejection_sampling_sft(trees: Iterable[Tree], prompt_fn: PromptFn | None = N
     if max_per_tree is not None and (not isinstance(max_per_tree, int) or max_per_tree < 1):
         raise ConfigError(f"max_per_tree must be None or an int >= 1, got {max_per_tree!r}")
     trees = check_trees(trees, "rejection_sampling_sft")
-    render = prompt_fn or (lambda t, nid: default_prompt(t, nid, delimiter))
+    render = prompt_fn or recorded_prompt(delimiter=delimiter)
     rows: list[dict[str, Any]] = []
     known = 0
     for tree in trees:

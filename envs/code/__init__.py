@@ -1,10 +1,10 @@
 """Code environments (HumanEval, MBPP) and the sandbox that runs model-written code.
 
-    from envs.code import Sandbox, SandboxConfig, SandboxPool
+    from mcts_agent.envs.code import Sandbox, SandboxConfig, SandboxPool
     Sandbox(SandboxConfig(timeout_s=5)).run("assert 1 + 1 == 2").status  # Status.PASSED
 """
 
-from envs.code.pool import SandboxPool
-from envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult, SandboxUnavailableError, Status
+from mcts_agent.envs.code.pool import SandboxPool
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult, SandboxUnavailableError, Status
 
 __all__ = ["Sandbox", "SandboxConfig", "SandboxPool", "SandboxResult", "SandboxUnavailableError", "Status"]

@@ -26,10 +26,12 @@ import threading
 from collections import OrderedDict
 from typing import Any, Sequence
 
-from envs.base import EnvState, RewardMode, Task, TextEnv
-from envs.code.pool import SandboxPool
-from envs.code.programs import FENCE, cut_at_fence, parses
-from envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult
+from mcts_agent.env import Transition
+
+from mcts_agent.envs.base import EnvState, RewardMode, Task, TextEnv
+from mcts_agent.envs.code.pool import SandboxPool
+from mcts_agent.envs.code.programs import FENCE, cut_at_fence, parses
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult
 from mcts_agent.errors import EnvError
 
 STEP_MODES = ("function", "chunk")
@@ -87,32 +89,33 @@ class CodeEnv(TextEnv):
         return format_chat(self.messages(state.task)) + self.code_prefix(state.task) + self.trajectory(state)
 
     def extract_answer(self, step: str) -> str | None:
-        """The final code if ``step`` ends the episode (see the module docstring), else None."""
+        """The final code if ``step`` ends an episode that has no earlier steps."""
+        return self._final_code((), step, None)
+
+    def answer_of(self, state: EnvState, action: str) -> str | None:
+        """The final code if ``action`` from ``state`` ends the episode (see the module docstring), else None."""
+        return self._final_code(state.steps, action, state.task)
+
+    def _final_code(self, prev: tuple[str, ...], action: str, task: Task | None) -> str | None:
         if self.step_mode == "function":
-            return cut_at_fence(step)
-        # TextEnv.step asks before it advances the state, so _state holds the steps before this one
-        prev = self._state.steps if self._state is not None else ()
-        if FENCE in step:
-            return self.step_delimiter.join(prev + (step.split(FENCE, 1)[0].rstrip(),)).rstrip()
-        if not step.strip():
+            return cut_at_fence(action)
+        if FENCE in action:
+            return self.step_delimiter.join(prev + (action.split(FENCE, 1)[0].rstrip(),)).rstrip()
+        if not action.strip():
             return self.step_delimiter.join(prev).rstrip()
         so_far = self.step_delimiter.join(prev)
-        top_level = step[:1] not in (" ", "\t") and not step.lstrip().startswith(_CONTINUES)
-        if prev and top_level and parses(self._probe_source(so_far)):
+        top_level = action[:1] not in (" ", "\t") and not action.lstrip().startswith(_CONTINUES)
+        if prev and top_level and parses(self.solution(so_far, task) if task is not None else so_far):
             return so_far.rstrip()
         return None
 
-    def _probe_source(self, code: str) -> str:
-        task = self._state.task if self._state is not None else None
-        return self.solution(code, task) if task is not None else code
-
-    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = super().step(action)
-        if terminated and reward < 1.0 and self.visible_test_reward > 0 and self._state is not None:
-            fraction = self.visible_pass_fraction(info["answer"], self._state.task)
+    def advance(self, state: EnvState, action: str) -> Transition:
+        nxt, reward, terminated, truncated, info = super().advance(state, action)
+        if terminated and reward < 1.0 and self.visible_test_reward > 0:
+            fraction = self.visible_pass_fraction(info["answer"], state.task)
             info["visible_pass_fraction"] = fraction
             reward = max(reward, self.visible_test_reward * fraction)
-        return obs, reward, terminated, truncated, info
+        return nxt, reward, terminated, truncated, info
 
     def verify(self, answer: str | None, task: Task) -> bool:
         """Whether ``answer`` passes the hidden tests of ``task``, run in the sandbox."""

@@ -15,18 +15,18 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from envs.base import RewardMode, Task
-from envs.code.common import CodeEnv
-from envs.code.programs import FENCE, complete_function, doctest_asserts
-from envs.code.sandbox import Sandbox, SandboxConfig
-from envs.loading import read_records, select
+from mcts_agent.envs.base import RewardMode, Task
+from mcts_agent.envs.code.common import CodeEnv
+from mcts_agent.envs.code.programs import FENCE, complete_function, doctest_asserts
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig
+from mcts_agent.envs.loading import read_records, select
 from mcts_agent.errors import EnvError
 
 REQUIRED = ("task_id", "prompt", "test", "entry_point")
 
 
 class HumanEvalEnv(CodeEnv):
-    """HumanEval tasks; see ``envs.code.common`` for step modes and rewards."""
+    """HumanEval tasks; see ``mcts_agent.envs.code.common`` for step modes and rewards."""
 
     system_prompt = ("You are an expert Python programmer. Complete the function below. "
                      f"Write only Python code and end it with {FENCE}.")

@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from envs.base import RewardMode, Task
-from envs.code.common import CodeEnv
-from envs.code.programs import FENCE, called_function
-from envs.code.sandbox import Sandbox, SandboxConfig
-from envs.loading import read_records, require_field, select
+from mcts_agent.envs.base import RewardMode, Task
+from mcts_agent.envs.code.common import CodeEnv
+from mcts_agent.envs.code.programs import FENCE, called_function
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig
+from mcts_agent.envs.loading import read_records, require_field, select
 from mcts_agent.errors import EnvError
 
 # The split of the original release by task_id (the "full" config on the hub).
@@ -35,7 +35,7 @@ SAMPLE_TASKS = (
 
 
 class MBPPEnv(CodeEnv):
-    """MBPP tasks; see ``envs.code.common`` for step modes and rewards.
+    """MBPP tasks; see ``mcts_agent.envs.code.common`` for step modes and rewards.
 
     ``show_tests`` puts the visible test in the prompt (it tells the function's name).
     """

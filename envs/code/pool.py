@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult
 from mcts_agent.errors import ConfigError, EnvError
 
 

@@ -1,7 +1,7 @@
 """Run untrusted Python in an isolated process and tell PASS from everything else.
 
 Each run gets a fresh interpreter (``python -I -S -B``) started through the best isolation
-the kernel allows (see ``envs.code.isolation``), in a new session with rlimits on CPU,
+the kernel allows (see ``mcts_agent.envs.code.isolation``), in a new session with rlimits on CPU,
 address space, processes, file size and open files (core dumps off), a scrubbed
 environment, a scratch directory as cwd and HOME, capped output, and a wall-clock timeout
 that kills the whole process group and sweeps up escaped children. PASSED needs a
@@ -27,8 +27,8 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from envs.code import isolation as iso
-from envs.code import procs
+from mcts_agent.envs.code import isolation as iso
+from mcts_agent.envs.code import procs
 from mcts_agent.errors import ConfigError, EnvError
 
 DRIVER_SOURCE = Path(__file__).with_name("_driver.py").read_text()

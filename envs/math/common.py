@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from envs.base import RewardMode, Task, TextEnv
+from mcts_agent.envs.base import RewardMode, Task, TextEnv
 from mcts_agent.errors import EnvError
 
 # A one-shot example shown as a previous chat turn: tiny instruct models (SmolLM2-135M)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from envs.base import RewardMode, Task
-from envs.loading import read_records, require_field, select
-from envs.math.answers import extract_number, find_final, is_equivalent
-from envs.math.common import MathEnv
+from mcts_agent.envs.base import RewardMode, Task
+from mcts_agent.envs.loading import read_records, require_field, select
+from mcts_agent.envs.math.answers import extract_number, find_final, is_equivalent
+from mcts_agent.envs.math.common import MathEnv
 from mcts_agent.errors import EnvError
 
 HUB_IDS = ("gsm8k", "openai/gsm8k")  # these need the "main" config on the hub

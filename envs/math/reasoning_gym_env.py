@@ -12,9 +12,9 @@ import os
 import re
 from typing import Any, Mapping, Sequence
 
-from envs.base import RewardMode, Task
-from envs.math.answers import extract_number, find_final
-from envs.math.common import MathEnv
+from mcts_agent.envs.base import RewardMode, Task
+from mcts_agent.envs.math.answers import extract_number, find_final
+from mcts_agent.envs.math.common import MathEnv
 from mcts_agent.errors import EnvError
 
 # One-step arithmetic that SmolLM2-135M can sometimes solve: two terms of 1-2 digits.

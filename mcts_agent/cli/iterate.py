@@ -18,8 +18,8 @@ def iterate(
 ) -> None:
     """Search the train split, extract step pairs, train with DPO, evaluate; K times. Resumable."""
     with common.user_errors():
-        from training.iterate import run_iterate
-        from training.iterate_config import IterateConfig
+        from mcts_agent.training.iterate import run_iterate
+        from mcts_agent.training.iterate_config import IterateConfig
 
         cfg = IterateConfig.load(config, out_dir=out, iterations=iterations)
         result = run_iterate(cfg, progress=lambda msg: None if common.quiet() else typer.secho(msg, fg="cyan"))

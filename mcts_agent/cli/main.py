@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "mcts_agent.cli.search",
     "mcts_agent.cli.iterate",
     "mcts_agent.cli.export",
+    "mcts_agent.cli.envs_cmd",
 )
 
 

@@ -13,7 +13,8 @@ ALGO_HELP = "Search algorithm; repeat to compare several on the same tasks: mcts
 
 
 def search(
-    env: str = typer.Option(..., "--env", help="Environment, e.g. math/gsm8k, math/reasoning-gym, code/mbpp."),
+    env: str = typer.Option(..., "--env", help="Environment, e.g. math/gsm8k, code/mbpp, tool/bfcl-simple_python, "
+                                               "textcraft (`mcts-agent envs` lists them)."),
     data: Optional[str] = typer.Option(None, "--data", help="Task file (JSONL) or a `datasets` id; env default if omitted."),
     split: str = typer.Option("test", help="Dataset split."),
     limit: Optional[int] = typer.Option(None, help="Search only the first N tasks."),
@@ -36,6 +37,8 @@ def search(
     answer_rule: str = typer.Option("vote", help="MCTS answer: vote | visits | q."),
     trees_in_flight: int = typer.Option(64, help="Trees searched at once (batched together)."),
     seed: int = typer.Option(0, help="Seed for tasks and sampling."),
+    env_workers: int = typer.Option(1, help="Env steps run at once: each round's steps go to this many workers."),
+    env_executor: str = typer.Option("thread", help="Where env steps run: serial | thread | process."),
     out: Path = typer.Option(Path("runs/search"), help="Output directory (one sub-folder per algorithm)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue a killed run in --out."),
     viewer: bool = typer.Option(True, "--viewer/--no-viewer", help="Write viewer.html beside the trees."),
@@ -49,7 +52,8 @@ def search(
                         search={"simulations": simulations, "branching": branching, "widening": widening, "samples": samples,
                                 "beam_width": beam_width, "temperature": temperature,
                                 "max_step_tokens": max_step_tokens, "token_budget": token_budget,
-                                "answer_rule": answer_rule, "max_trees_in_flight": trees_in_flight, "seed": seed},
+                                "answer_rule": answer_rule, "max_trees_in_flight": trees_in_flight, "seed": seed,
+                                "env_workers": env_workers, "env_executor": env_executor},
                         seed=seed, out=out, resume=resume, viewer=viewer)
         run_job(job)
 

@@ -38,8 +38,8 @@ class SearchJob:
 
 def run_job(job: SearchJob) -> list[RunSummary]:
     """Load tasks, env, backend and critic once; search with each algorithm; print the table."""
-    import envs
-    from critics import make_critic
+    from mcts_agent import envs
+    from mcts_agent.critics import make_critic
     from mcts_agent.llm import load_backend
 
     configs = [SearchConfig.from_dict({**job.search, "algo": a}) for a in job.algos]  # validate before loading

@@ -32,7 +32,8 @@ _FIELD_TYPES: dict[str, str] = {
     "logprob": "double", "prior": "double", "visits": "int", "value_sum": "double",
     "value": "double", "critic_scores": "json", "reward": "double", "terminal": "boolean",
     "truncated": "boolean", "answer": "string", "finish_reason": "string", "merged": "int",
-    "tokens": "int", "seconds": "double", "children": "json",
+    "tokens": "int", "seconds": "double", "children": "json", "observation": "string", "context": "string",
+    "context_full": "boolean",
 }
 _DERIVED_TYPES = {"q": "double", "on_answer_path": "boolean", "tree_id": "string"}
 

@@ -26,7 +26,8 @@ from mcts_agent.tree import Tree
 
 # Node columns the page uses (token ids are left out: they are large and not shown).
 _VIEW_COLUMNS = ("parent", "depth", "action", "logprob", "prior", "visits", "value_sum", "value", "critic_scores",
-                 "reward", "terminal", "truncated", "answer", "finish_reason", "merged", "tokens", "seconds", "children")
+                 "reward", "terminal", "truncated", "answer", "finish_reason", "merged", "tokens", "seconds", "children",
+                 "observation")
 _ROUNDED = {"logprob", "prior", "value_sum", "value", "reward", "seconds"}
 _PLACEHOLDER = re.compile(r"\{\{(TITLE|DATA)\}\}")
 

@@ -34,6 +34,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Sequence, TypeVar
 
 from mcts_agent.errors import BackendError, ConfigError, PromptTooLongError, ServerError
+from mcts_agent.llm.chat import render_chat
 from mcts_agent.llm.types import Backend, Completion, FinishReason, GenerationRequest
 
 log = logging.getLogger(__name__)
@@ -413,12 +414,12 @@ class OpenAIBackend(Backend):
         self.stats.score_calls += 1
         return out
 
-    def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
+    def format_chat(self, messages: Sequence[dict[str, str]], tools: Sequence[dict[str, Any]] | None = None) -> str:
         """The model's chat template when a tokenizer is known (``tokenizer=`` or a local model dir)."""
         tok = self._local_tokenizer()
         if tok is None:
-            return super().format_chat(messages)
-        return tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            return super().format_chat(messages, tools)
+        return render_chat(tok, messages, tools)
 
     def count_tokens(self, text: str) -> int:
         tok = self._local_tokenizer()

@@ -22,6 +22,7 @@ import torch
 from mcts_agent.errors import ConfigError, ModelLoadError, PromptTooLongError
 from mcts_agent.llm import hf_decode, hf_prefix
 from mcts_agent.llm.model_store import resolve_model
+from mcts_agent.llm.chat import render_chat
 from mcts_agent.llm.types import Backend, Completion, FinishReason, GenerationRequest, truncate_at_stop
 
 log = logging.getLogger(__name__)
@@ -192,14 +193,8 @@ class TransformersBackend(Backend):
             result[torch.tensor(group, device=self.device)] = logits[:, -1].float()
         return result
 
-    def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        messages = list(messages)
-        for i, m in enumerate(messages):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-                raise ConfigError(f"message {i} must be a dict with string 'role' and 'content', got {m!r}")
-        if not getattr(self.tokenizer, "chat_template", None):
-            return super().format_chat(messages)
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def format_chat(self, messages: Sequence[dict[str, str]], tools: Sequence[dict[str, Any]] | None = None) -> str:
+        return render_chat(self.tokenizer, messages, tools)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

@@ -6,7 +6,7 @@ import abc
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from mcts_agent.errors import ConfigError
 
@@ -106,10 +106,11 @@ class Backend(abc.ABC):
         flat = self.score([p for p in prompts for _ in range(k)], list(candidates) * len(prompts))
         return [list(flat[i * k:(i + 1) * k]) for i in range(len(prompts))]
 
-    def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        """Render chat messages as the model's prompt, ending where the assistant speaks."""
-        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-        return "\n".join(lines) + "\nAssistant:"
+    def format_chat(self, messages: Sequence[dict[str, str]], tools: Sequence[dict[str, Any]] | None = None) -> str:
+        """Render chat messages (and tool schemas) as the model's prompt, ending where the assistant speaks."""
+        from mcts_agent.llm.chat import plain_chat
+
+        return plain_chat(messages, tools)
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens ``text`` takes (a whitespace estimate unless overridden)."""

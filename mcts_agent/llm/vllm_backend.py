@@ -20,6 +20,7 @@ import time
 from typing import Any, Sequence
 
 from mcts_agent.errors import BackendError, ConfigError, ModelLoadError, PromptTooLongError
+from mcts_agent.llm.chat import render_chat
 from mcts_agent.llm.types import Backend, Completion, FinishReason, GenerationRequest
 
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH}
@@ -192,11 +193,8 @@ class VLLMBackend(Backend):
         self.stats.score_calls += 1
         return scores
 
-    def format_chat(self, messages: Sequence[dict[str, str]]) -> str:
-        try:
-            return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        except Exception as e:
-            raise ConfigError(f"cannot render chat messages with the model's chat template: {type(e).__name__}: {e}") from e
+    def format_chat(self, messages: Sequence[dict[str, str]], tools: Sequence[dict[str, Any]] | None = None) -> str:
+        return render_chat(self.tokenizer, messages, tools)
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

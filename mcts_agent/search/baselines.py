@@ -1,12 +1,16 @@
 """Baselines on the same tree structure and batched driver as MCTS.
 
 Greedy, best-of-N and self-consistency sample whole solutions (one request per task,
-``n`` samples sharing the prompt pass) and replay them as paths of steps; beam search
-expands step by step and keeps the ``beam_width`` best-scored states per depth.
+``n`` samples sharing the prompt pass) and replay them as paths of steps. In turn-based
+envs (the world answers each action) a solution cannot be sampled in one go: they roll
+out action by action instead (``n`` first actions from the root, then one action per
+rollout per round). Beam search expands step by step and keeps the ``beam_width``
+best-scored states per depth.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 from mcts_agent.search import answer
@@ -30,6 +34,8 @@ class _Chains(Strategy):
         return self.config.samples
 
     def requests(self, st: SearchState, prompt_of: Callable[[Node], str]) -> list[Pending]:
+        if self.env.turn_based:
+            return self._rollout_requests(st, prompt_of)
         if st.scratch.get("sampled"):
             st.finished = True
             return []
@@ -38,10 +44,33 @@ class _Chains(Strategy):
         req = self.chain_request(prompt_of(st.tree.root), self.samples(), seed, greedy=self.greedy)
         return [Pending(node_id=0, request=req, chain=True)]
 
+    def _rollout_requests(self, st: SearchState, prompt_of: Callable[[Node], str]) -> list[Pending]:
+        frontier: list[int] = st.scratch.setdefault("frontier", [0])
+        live = [nid for nid in frontier if not st.tree.nodes[nid].done]
+        st.scratch["frontier"] = []
+        if not live:
+            st.finished = True
+            return []
+        out = []
+        for nid in live:
+            n = self.samples() if nid == 0 else 1
+            seed = request_seed(self.config.seed, st.task.id, nid, 0)
+            req = self.step_request(prompt_of(st.tree.nodes[nid]), n, seed)
+            if self.greedy:
+                req = replace(req, temperature=0.0, top_p=1.0)
+            out.append(Pending(node_id=nid, request=req))
+        return out
+
     def update(self, st: SearchState, pending: Pending, new_nodes: list[Node]) -> None:
         for n in new_nodes:  # every new node on the chains counts as visited once
             n.visits, n.value_sum = n.merged, n.merged * (n.value if n.value is not None else 0.0)
-        st.finished = True
+        if not self.env.turn_based:
+            st.finished = True
+            return
+        leaf = st.tree.nodes[pending.node_id]
+        if not leaf.children:  # no usable action came back: the rollout ends here
+            leaf.truncated = True
+        st.scratch["frontier"].extend(n.id for n in new_nodes)
 
 
 class Greedy(_Chains):

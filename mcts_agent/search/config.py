@@ -58,6 +58,8 @@ class SearchConfig:
     merge_duplicates: bool = _opt(True, "merge identical sibling steps into one node")
     max_trees_in_flight: int = _opt(64, "trees searched at once (their requests share each batch)")
     seed: int = _opt(0, "seed for sampling; the same seed gives the same trees")
+    env_workers: int = _opt(1, "env steps run at once: a round's steps go to this many workers in one batched call")
+    env_executor: str = _opt("thread", "where env steps run: serial | thread | process")
 
     def __post_init__(self) -> None:
         for name, enum_type in (("algo", Algo), ("selection", Selection), ("answer_rule", AnswerRule)):
@@ -67,9 +69,12 @@ class SearchConfig:
             except ValueError:
                 raise ConfigError(f"SearchConfig.{name} must be one of {[e.value for e in enum_type]}, got {value!r}") from None
         for name in ("simulations", "branching", "leaves_per_tree", "samples", "beam_width",
-                     "max_step_tokens", "max_solution_tokens", "max_trees_in_flight"):
+                     "max_step_tokens", "max_solution_tokens", "max_trees_in_flight", "env_workers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"SearchConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.env_executor not in ("serial", "thread", "process"):
+            raise ConfigError(f"SearchConfig.env_executor must be one of ['serial', 'thread', 'process'], "
+                              f"got {self.env_executor!r}")
         if not 0 < self.widening_alpha <= 1:
             raise ConfigError(f"SearchConfig.widening_alpha must be in (0, 1], got {self.widening_alpha!r}")
         for name in ("c_puct", "virtual_loss", "temperature", "widening"):

@@ -7,13 +7,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
-from critics.base import Critic
-from envs.base import Task, TextEnv
+from mcts_agent.critic import Critic
+from mcts_agent.env import SearchEnv, Task, check_search_env
 from mcts_agent.errors import ConfigError
+from mcts_agent.executor import Executor, make_executor
 from mcts_agent.llm.types import Backend
 from mcts_agent.search.baselines import Beam, BestOfN, Greedy, SelfConsistency
 from mcts_agent.search.config import Algo, SearchConfig
-from mcts_agent.search.expand import SearchState, add_chain, add_step_children, node_view
+from mcts_agent.search.expand import (Candidate, SearchState, attach_chain, attach_children, chain_parts, node_view,
+                                      plan_children, replay_chain)
 from mcts_agent.search.mcts import MCTS
 from mcts_agent.search.strategy import Pending, Strategy
 from mcts_agent.tree import Node, Tree
@@ -33,6 +35,8 @@ class RunStats:
     wall_seconds: float = 0.0
     policy_seconds: float = 0.0
     critic_seconds: float = 0.0
+    env_seconds: float = 0.0  # wall time of the rounds' batched env-step calls
+    env_steps: int = 0
     rounds: int = 0
     policy_calls: int = 0
     critic_calls: int = 0
@@ -51,11 +55,13 @@ class Planner:
     """Searches many tasks at once with one strategy, one backend and one critic.
 
     ``critic`` may be None: new nodes then get the neutral value 0.5 and search is
-    guided by the policy priors alone.
+    guided by the policy priors alone. A round's env steps run in one batched call on
+    ``executor`` (default: ``config.env_workers`` threads, or serially for one worker).
     """
 
-    def __init__(self, backend: Backend, env: TextEnv, config: SearchConfig, critic: Critic | None = None,
-                 env_id: str = "") -> None:
+    def __init__(self, backend: Backend, env: SearchEnv, config: SearchConfig, critic: Critic | None = None,
+                 env_id: str = "", executor: Executor | None = None) -> None:
+        check_search_env(env)
         self.backend = backend
         self.env = env
         self.config = config
@@ -63,9 +69,14 @@ class Planner:
         self.env_id = env_id
         self.strategy = STRATEGIES[config.algo](config, env)
         self.stats = RunStats()
+        self._own_executor = executor is None
+        self.executor = executor or make_executor(config.env_executor, config.env_workers)
 
-    def prompt_of(self, node: Node) -> str:
-        return self.env.policy_prompt(node.state, self.backend.format_chat)
+    def prompt_of(self, st: SearchState, node: Node) -> str:
+        """The text the policy continues from ``node``, recorded in the tree as it is rendered."""
+        prompt = self.env.policy_prompt(node.state, self.backend.format_chat)
+        st.tree.record_prompt(node.id, prompt)
+        return prompt
 
     def run(self, tasks: Sequence[Task], on_tree: Callable[[int, Tree], None] | None = None) -> list[Tree]:
         """Search every task; return the trees in task order."""
@@ -97,13 +108,15 @@ class Planner:
                 live = still
         finally:
             self.stats.wall_seconds += time.perf_counter() - start
+            if self._own_executor:
+                self.executor.close()
 
     # ----- one round -----------------------------------------------------------------
     def _round(self, live: list[SearchState]) -> None:
         work: list[tuple[SearchState, Pending]] = []
         for st in live:
             if not self._spent(st):
-                work.extend((st, p) for p in self.strategy.requests(st, self.prompt_of))
+                work.extend((st, p) for p in self.strategy.requests(st, lambda n, st=st: self.prompt_of(st, n)))
         if not work:
             return
         self.stats.rounds += 1
@@ -115,22 +128,51 @@ class Planner:
         self.stats.prompts += len(work)
         self.stats.batch_sizes.append(sum(p.request.n for _, p in work))
         per_request = gen_seconds / len(work)
-        produced: list[list[Node]] = []
-        for (st, p), comps in zip(work, results):
+        for (st, _), comps in zip(work, results):
             st.model_calls += 1
             self.stats.generated_tokens += sum(len(c.token_ids) for c in comps)
-            if p.chain:
-                before = len(st.tree.nodes)
-                for c in comps:
-                    add_chain(self.env, st, c, merge=self.config.merge_duplicates, seconds=per_request / len(comps))
-                produced.append(st.tree.nodes[before:])
-            else:
-                parent = st.tree.nodes[p.node_id]
-                produced.append(add_step_children(self.env, st, parent, comps, merge=self.config.merge_duplicates,
-                                                  seconds=per_request))
+        produced = self._step_all(work, results, per_request)
         self._evaluate(work, produced)
         for (st, p), nodes in zip(work, produced):
             self.strategy.update(st, p, nodes)
+
+    def _step_all(self, work: list[tuple[SearchState, Pending]], results: list[list], per_request: float) -> list[list[Node]]:
+        """Turn the round's samples into nodes: every env step of the round in ONE executor call."""
+        merge = self.config.merge_duplicates
+        planned: dict = {}
+        plans: list[list[Candidate] | list[tuple[object, list[str]]]] = []
+        jobs, fns, deadlines = [], [], []
+        for (st, p), comps in zip(work, results):
+            if p.chain:
+                chains = [(c, chain_parts(self.env, c)) for c in comps]
+                plans.append(chains)
+                jobs.extend((st.tree.root.state, parts) for _, parts in chains)
+                fns.extend([replay_chain] * len(chains))
+                deadlines.extend([st.deadline] * len(chains))
+            else:
+                cands = plan_children(self.env, st, st.tree.nodes[p.node_id], comps, merge=merge,
+                                      seconds=per_request, planned=planned)
+                plans.append(cands)
+                jobs.extend((c.parent.state, c.action) for c in cands)
+                fns.extend([_transition] * len(cands))
+                deadlines.extend([st.deadline] * len(cands))
+        t0 = time.perf_counter()
+        stepped = self.executor.map(_run_job, self.env, list(zip(fns, jobs)), deadlines) if jobs else []
+        self.stats.env_seconds += time.perf_counter() - t0
+        self.stats.env_steps += len(jobs)
+        produced: list[list[Node]] = []
+        i = 0
+        for (st, p), plan in zip(work, plans):
+            out = stepped[i:i + len(plan)]
+            i += len(plan)
+            if p.chain:
+                before = len(st.tree.nodes)
+                for (c, parts), res in zip(plan, out):
+                    attach_chain(self.env, st, c, parts, res, merge=merge, seconds=per_request / max(1, len(plan)))
+                produced.append(st.tree.nodes[before:])
+            else:
+                produced.append(attach_children(self.env, st, st.tree.nodes[p.node_id], plan, out))
+        return produced
 
     def _evaluate(self, work: list[tuple[SearchState, Pending]], produced: list[list[Node]]) -> None:
         """Score every new node of the round in ONE critic call (truncated nodes get 0)."""
@@ -148,7 +190,7 @@ class Planner:
                 n.value = 0.5
             return
         t0 = time.perf_counter()
-        views = [node_view(self.env, self.backend.format_chat, n, st.task.question) for st, n in targets]
+        views = [node_view(n, self.prompt_of(st, n), st.task.question) for st, n in targets]
         values = self.critic(views)
         seconds = time.perf_counter() - t0
         self.stats.critic_seconds += seconds
@@ -162,12 +204,15 @@ class Planner:
 
     # ----- tree lifecycle ------------------------------------------------------------
     def _start(self, index: int, task: Task) -> SearchState:
-        self.env.reset(options={"task": task})
-        state = self.env.snapshot()
+        state = self.env.initial_state(task)
         tree = Tree(tree_id=f"{task.id}", task_id=task.id, question=task.question,
                     algo=self.config.algo.value, env_id=self.env_id)
         tree.root.state = state
-        return SearchState(index=index, task=state.task, tree=tree, started=time.perf_counter())
+        tree.meta.update(env_id=self.env_id, reward_mode=self.env.reward_mode.value,
+                         turn_based=bool(self.env.turn_based), config=self.config.to_dict())
+        started = time.perf_counter()
+        deadline = started + self.config.time_budget if self.config.time_budget is not None else None
+        return SearchState(index=index, task=state.task, tree=tree, started=started, deadline=deadline)
 
     def _spent(self, st: SearchState) -> bool:
         c = self.config
@@ -177,7 +222,7 @@ class Planner:
             return True
         if c.token_budget is not None and st.tokens >= c.token_budget:
             return True
-        return c.time_budget is not None and time.perf_counter() - st.started >= c.time_budget
+        return st.deadline is not None and time.perf_counter() >= st.deadline
 
     def _finish(self, st: SearchState) -> Tree:
         tree = st.tree
@@ -190,11 +235,19 @@ class Planner:
             "simulations": st.simulations, "nodes": len(tree.nodes),
             "seconds": round(time.perf_counter() - st.started, 4),
         }
-        tree.meta["config"] = self.config.to_dict()
         return tree
 
 
-def run_search(tasks: Sequence[Task], env: TextEnv, backend: Backend, config: SearchConfig | None = None,
-               critic: Critic | None = None, env_id: str = "") -> list[Tree]:
+def _transition(env: SearchEnv, job: tuple) -> object:
+    return env.transition(*job)
+
+
+def _run_job(env: SearchEnv, item: tuple) -> object:
+    fn, job = item
+    return fn(env, job)
+
+
+def run_search(tasks: Sequence[Task], env: SearchEnv, backend: Backend, config: SearchConfig | None = None,
+               critic: Critic | None = None, env_id: str = "", executor: Executor | None = None) -> list[Tree]:
     """Search every task with one planner; return the trees in task order."""
-    return Planner(backend, env, config or SearchConfig(), critic, env_id=env_id).run(tasks)
+    return Planner(backend, env, config or SearchConfig(), critic, env_id=env_id, executor=executor).run(tasks)

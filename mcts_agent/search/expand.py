@@ -1,18 +1,22 @@
 """Turning completions into tree nodes, shared by every algorithm.
 
-A step sample becomes a child of the node it was sampled from; identical siblings are
-merged; a sample cut by ``max_tokens`` or ended by the model without an answer is kept
-as a ``truncated`` node (it is not a finished step and is never expanded).
+A round's samples become nodes in three passes: ``plan_children`` turns each
+completion into an action and merges identical siblings (already in the tree or
+earlier in the same batch); the driver steps every new (state, action) pair in ONE
+batched executor call; ``attach_children`` adds the nodes in sample order. A sample
+cut by ``max_tokens``, or (in reasoning envs) ended by the model without an answer,
+is kept as a ``truncated`` node: it is not a finished step and is never expanded.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
-from critics.base import NodeView
-from envs.base import EnvState, Task, TextEnv
+from mcts_agent.critic import NodeView
+from mcts_agent.env import EnvState, SearchEnv, Task, Transition
+from mcts_agent.executor import SKIPPED
 from mcts_agent.llm.types import Completion, FinishReason
 from mcts_agent.tree import Node, Tree
 
@@ -25,6 +29,7 @@ class SearchState:
     task: Task  # the task as search sees it (gold stripped in evaluation)
     tree: Tree
     started: float
+    deadline: float | None = None  # perf_counter time at which the time budget is spent
     tokens: int = 0
     simulations: int = 0
     model_calls: int = 0
@@ -43,48 +48,91 @@ def step_key(text: str) -> str:
     return " ".join(text.split())
 
 
-def add_step(env: TextEnv, tree: Tree, parent: Node, text: str, *, merge: bool, **attrs: object) -> tuple[Node, bool]:
-    """Add the step ``text`` under ``parent`` (or merge into an identical sibling).
+def action_text(env: SearchEnv, c: Completion) -> str:
+    """The action a completion proposes: its text, plus the stop string where the env keeps it."""
+    text = c.text + (c.stop_reason or "") if env.keep_stop else c.text
+    return clean_step(text)
 
-    Returns the node and whether it is new.
+
+@dataclass
+class Candidate:
+    """A new child to be: its parent, its action, and the node attributes it will carry."""
+
+    st: SearchState
+    parent: Node
+    action: str
+    attrs: dict[str, Any]
+    flags: Completion | None = None  # the sample, for its finish reason
+    merged: int = 1
+    extra_tokens: int = 0
+
+
+def find_sibling(tree: Tree, parent: Node, key: str) -> Node | None:
+    for cid in parent.children:
+        if step_key(tree.nodes[cid].action) == key:
+            return tree.nodes[cid]
+    return None
+
+
+def plan_children(env: SearchEnv, st: SearchState, parent: Node, completions: Sequence[Completion], *,
+                  merge: bool, seconds: float, planned: dict[tuple[int, int, str], Candidate]) -> list[Candidate]:
+    """New children for ``parent`` from its samples; duplicates merge into a sibling or an earlier candidate.
+
+    ``planned`` holds this round's candidates by (tree, parent, step key) so identical samples
+    in one batch become one node.
     """
-    text = clean_step(text)
-    if merge:
-        key = step_key(text)
-        for cid in parent.children:
-            child = tree.nodes[cid]
-            if step_key(child.action) == key:
-                child.merged += 1
-                return child, False
-    state, reward, term, trunc, info = env.transition(parent.state, text)
-    node = tree.add_child(parent.id, action=text, state=state, reward=reward, terminal=term,
-                          truncated=trunc, answer=info.get("answer"), **attrs)
-    return node, True
-
-
-def add_step_children(env: TextEnv, st: SearchState, parent: Node, completions: Sequence[Completion],
-                      *, merge: bool, seconds: float) -> list[Node]:
-    """Add one child per distinct usable step sample; set PUCT priors over all children."""
-    new: list[Node] = []
+    new: list[Candidate] = []
     share = seconds / max(1, len(completions))
     for c in completions:
         st.tokens += len(c.token_ids)
-        text = clean_step(c.text)
+        text = action_text(env, c)
         if not text.strip():
             continue  # an empty step says nothing: dropped, its tokens still counted
-        node, is_new = add_step(env, st.tree, parent, text, merge=merge, token_ids=list(c.token_ids),
-                                logprob=c.cumulative_logprob, finish_reason=c.finish_reason.value,
-                                tokens=len(c.token_ids), seconds=share)
-        if not is_new:
-            node.tokens += len(c.token_ids)
+        if merge:
+            key = (st.index, parent.id, step_key(text))
+            sibling = find_sibling(st.tree, parent, key[2])
+            if sibling is not None:
+                sibling.merged += 1
+                sibling.tokens += len(c.token_ids)
+                continue
+            if key in planned:
+                planned[key].merged += 1
+                planned[key].extra_tokens += len(c.token_ids)
+                continue
+        cand = Candidate(st, parent, text, dict(token_ids=list(c.token_ids), logprob=c.cumulative_logprob,
+                                                finish_reason=c.finish_reason.value, tokens=len(c.token_ids),
+                                                seconds=share), flags=c)
+        if merge:
+            planned[key] = cand
+        new.append(cand)
+    return new
+
+
+def attach_children(env: SearchEnv, st: SearchState, parent: Node, cands: Sequence[Candidate],
+                    results: Sequence[Transition | Any]) -> list[Node]:
+    """Add the stepped candidates under ``parent`` (skipped ones are dropped); set priors."""
+    new: list[Node] = []
+    for cand, res in zip(cands, results):
+        if res is SKIPPED:
             continue
-        cut = c.finish_reason is FinishReason.LENGTH
-        ended = c.finish_reason is FinishReason.STOP and c.stop_reason is None  # the model stopped (EOS)
-        if not node.terminal and (cut or ended):
-            node.truncated = True
+        node = add_node(st.tree, parent, cand.action, res, merged=cand.merged, **cand.attrs)
+        node.tokens += cand.extra_tokens
+        c = cand.flags
+        if c is not None and not node.terminal:
+            cut = c.finish_reason is FinishReason.LENGTH
+            ended = c.finish_reason is FinishReason.STOP and c.stop_reason is None  # the model stopped (EOS)
+            if cut or (ended and not env.turn_based):
+                node.truncated = True
         new.append(node)
     set_priors(st.tree, parent)
     return new
+
+
+def add_node(tree: Tree, parent: Node, action: str, result: Transition, **attrs: Any) -> Node:
+    state, reward, term, trunc, info = result
+    observation = state.turns[-1].observation if state.turns else None
+    return tree.add_child(parent.id, action=action, state=state, reward=reward, terminal=term, truncated=trunc,
+                          answer=info.get("answer"), observation=observation, **attrs)
 
 
 def set_priors(tree: Tree, parent: Node) -> None:
@@ -100,33 +148,65 @@ def set_priors(tree: Tree, parent: Node) -> None:
         k.prior = w / total
 
 
-def add_chain(env: TextEnv, st: SearchState, completion: Completion, *, merge: bool, seconds: float) -> Node:
-    """Replay a full solution as a path of steps from the root; return its last node."""
+# ----- whole solutions (reasoning envs): replayed as paths of steps ------------------------
+
+def chain_parts(env: SearchEnv, completion: Completion) -> list[str]:
+    parts = [clean_step(p) for p in completion.text.split(env.step_delimiter)]
+    return [p for p in parts if p.strip()] or [""]
+
+
+def replay_chain(env: SearchEnv, job: tuple[EnvState, list[str]]) -> list[Transition]:
+    """Step a solution's parts from ``state`` until the episode ends (an executor job)."""
+    state, parts = job
+    out: list[Transition] = []
+    for part in parts:
+        res = env.transition(state, part)
+        out.append(res)
+        state = res[0]
+        if res[2] or res[3]:
+            break
+    return out
+
+
+def attach_chain(env: SearchEnv, st: SearchState, completion: Completion, parts: list[str],
+                 results: list[Transition] | Any, *, merge: bool, seconds: float) -> Node | None:
+    """Add a replayed solution as a path from the root, merging shared prefixes; return its last node."""
+    if results is SKIPPED:
+        st.tokens += len(completion.token_ids)
+        return None
     tree = st.tree
-    text = completion.text
-    parts = [clean_step(p) for p in text.split(env.step_delimiter)]
-    parts = [p for p in parts if p.strip()]
     st.tokens += len(completion.token_ids)
     node = tree.root
     total_chars = max(1, sum(len(p) for p in parts))
-    for part in parts:
+    exact = True  # False once the path runs through a merged sibling with different text
+    for i, part in enumerate(parts):
         frac = len(part) / total_chars
-        node, is_new = add_step(env, tree, node, part, merge=merge,
-                                tokens=round(frac * len(completion.token_ids)), seconds=seconds * frac,
-                                finish_reason=FinishReason.STOP.value)
-        if not is_new:
-            node.tokens += round(frac * len(completion.token_ids))
+        tokens = round(frac * len(completion.token_ids))
+        sibling = find_sibling(tree, node, step_key(part)) if merge else None
+        if sibling is not None:
+            sibling.merged += 1
+            sibling.tokens += tokens
+            exact = exact and sibling.action == part
+            node = sibling
+        else:
+            if exact and i < len(results):
+                res = results[i]
+            else:
+                res = env.transition(node.state, part)
+                exact = False
+            node = add_node(tree, node, part, res, tokens=tokens, seconds=seconds * frac,
+                            finish_reason=FinishReason.STOP.value)
         if node.done:
             return node
-    if node is tree.root or not node.done:
-        if node is tree.root:  # nothing usable was generated: record an empty, truncated step
-            node, _ = add_step(env, tree, node, "", merge=merge, finish_reason=completion.finish_reason.value)
-        node.truncated = True
-        node.finish_reason = completion.finish_reason.value
+    node.truncated = True
+    node.finish_reason = completion.finish_reason.value
     return node
 
 
-def node_view(env: TextEnv, format_chat, node: Node, question: str) -> NodeView:  # type: ignore[no-untyped-def]
+def node_view(node: Node, prompt: str, question: str) -> NodeView:
     state: EnvState = node.state
-    return NodeView(prompt=env.policy_prompt(state, format_chat), question=question, steps=state.steps,
-                    answer=node.answer, terminal=node.terminal, reward=node.reward, state=state)
+    return NodeView(prompt=prompt, question=question, steps=state.steps, answer=node.answer,
+                    terminal=node.terminal, reward=node.reward, state=state)
+
+
+PromptOf = Callable[[Node], str]

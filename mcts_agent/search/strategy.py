@@ -11,7 +11,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Callable
 
-from envs.base import TextEnv
+from mcts_agent.env import SearchEnv
 from mcts_agent.llm.types import GenerationRequest
 from mcts_agent.search.config import SearchConfig
 from mcts_agent.search.expand import SearchState
@@ -31,7 +31,7 @@ class Pending:
 class Strategy(abc.ABC):
     """One search algorithm, driven in rounds over many trees at once."""
 
-    def __init__(self, config: SearchConfig, env: TextEnv) -> None:
+    def __init__(self, config: SearchConfig, env: SearchEnv) -> None:
         self.config = config
         self.env = env
 
@@ -54,7 +54,7 @@ class Strategy(abc.ABC):
     def step_request(self, prompt: str, n: int, seed: int) -> GenerationRequest:
         c = self.config
         return GenerationRequest(prompt=prompt, n=n, max_tokens=c.max_step_tokens, temperature=c.temperature,
-                                 top_p=c.top_p, stop=(self.env.step_delimiter,), seed=seed)
+                                 top_p=c.top_p, stop=tuple(self.env.action_stop), seed=seed)
 
     def chain_request(self, prompt: str, n: int, seed: int, greedy: bool = False) -> GenerationRequest:
         c = self.config
