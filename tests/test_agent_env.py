@@ -50,7 +50,7 @@ def test_actions_are_assistant_turns_and_observations_tool_turns() -> None:
     s1, *_ = env.transition(state, "add(3)")
     s2, *_ = env.transition(s1, "add(x)")
     prompt = env.policy_prompt(s2, backend.format_chat)
-    assert prompt.endswith("Tool: Error: expected add(N) with N in -9..9 or submit(), got 'add(x)'.\nAssistant:")
+    assert prompt.endswith("Tool: Error: expected add(N) with N in -9..9 or submit(), got 'add(x)'.\nAssistant: ")
     assert "Assistant: add(3)\nTool: The counter is 3.\nAssistant: add(x)\n" in prompt
     assert state.turns == () and s1.payload == {"total": 3} and s2.payload == {"total": 3}  # branching leaves states alone
 

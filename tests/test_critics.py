@@ -136,7 +136,7 @@ def test_self_eval_scores_all_pairs_in_one_batch() -> None:
     prompt = seen[2][0]
     assert "Problem: B?" in prompt and "Step 1: b1\nStep 2: b2" in prompt
     assert "Is this reasoning correct so far? Answer Yes or No." in prompt
-    assert prompt.endswith("\nAssistant:")  # rendered by backend.format_chat
+    assert prompt.endswith("\nAssistant: ")  # rendered by backend.format_chat
 
 
 def test_self_eval_suffix_mode_and_variants() -> None:

@@ -57,3 +57,37 @@ def test_example_unregisters_cleanly(example_namespace: dict) -> None:
     assert "demo/units" not in envs.list_envs()
     with pytest.raises(gymnasium.error.Error):
         gymnasium.make("demo/units-v0")
+
+
+def agent_example_code() -> str:
+    """The second ```python block of the doc: the multi-turn env."""
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
+    assert len(blocks) >= 2, f"{DOC} has no multi-turn example"
+    return blocks[1]
+
+
+def test_agent_example_is_short_runs_and_searches() -> None:
+    from mcts_agent.llm.scripted import ScriptedBackend
+    from mcts_agent.search import SearchConfig, run_search
+
+    code = agent_example_code()
+    assert len(code.strip().splitlines()) < 80
+    namespace: dict = {"__name__": "add_agent_env_example"}
+    try:
+        exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102 - our own doc
+        env = envs.make("demo/capitals", max_steps=4)
+        check_env(env, skip_render_check=True)
+        prompt_seen: list[str] = []
+
+        def script(prompt: str, i: int) -> str:
+            prompt_seen.append(prompt)
+            country = re.search(r"capital of (\w+)\?", prompt).group(1)
+            return f'answer("{prompt.rsplit("Tool: ", 1)[1].split(chr(10))[0]}")' if "Tool: " in prompt \
+                else f'lookup("{country}")'
+
+        trees = run_search(env.tasks, env, ScriptedBackend(script), SearchConfig(algo="greedy"))
+        assert all(env.verify_state(t.nodes[t.answer_node].state, task) for t, task in zip(trees, env.tasks))
+        assert '"name": "lookup"' in prompt_seen[0]  # the tool schemas reach the policy's prompt
+    finally:
+        if "demo/capitals" in envs.list_envs():
+            envs.unregister_env("demo/capitals")

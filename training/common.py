@@ -88,11 +88,16 @@ def check_trees(trees: Iterable[Tree], what: str) -> list[Tree]:
 def reward_correct(tree: Tree, node: Node, threshold: float = 1.0) -> bool | None:
     """Correctness from the environment reward: ``reward >= threshold`` at a terminal node.
 
-    Unknown (None) for non-terminal nodes, a missing reward, or a tree not searched with
+    In turn-based (agent) trees a leaf cut by the step budget is a failure (False).
+    Unknown (None) for other non-terminal nodes, a missing reward, or a tree not searched with
     outcome rewards (``meta["reward_mode"]``, written by the planner, is "none" in evaluation:
     every reward is then 0 whatever the answer; a tree without it says nothing either).
     """
-    if not node.terminal or node.reward is None or tree.meta.get("reward_mode") != "outcome":
+    if tree.meta.get("reward_mode") != "outcome":
+        return None
+    if tree.meta.get("turn_based") and node.truncated and not node.children:
+        return False  # an agent episode that ran out of budget failed
+    if not node.terminal or node.reward is None:
         return None
     return node.reward >= threshold
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from mcts_agent.errors import ConfigError
+from mcts_agent.errors import ConfigError, TrainingDataError
 from mcts_agent.io import atomic_write_json
 from mcts_agent.training.iterate_config import IterateConfig
 
@@ -107,22 +107,31 @@ class IterateRun:
 
         trees = load_trees(self.root / f"iter_{k}" / "search" / "trees.jsonl")
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps)
-        cfg = PairConfig(**{"delimiter": env.step_delimiter, **self.cfg.pairs})
+        # Turn-based envs: an action ends at the end of the turn, which the trainer appends (EOS).
+        delimiter = "" if env.turn_based else env.step_delimiter
+        cfg = PairConfig(**{"delimiter": delimiter, **self.cfg.pairs})
         prompt_fn = recorded_prompt(delimiter=cfg.delimiter)  # what the policy saw, read back from the trees
         stats: dict[str, Any] = {}
-        if self.cfg.method == "dpo":
-            ds = pairs_to_dataset(extract_pairs(trees, cfg, prompt_fn, stats=stats))
-        else:
-            ds = rejection_sampling_sft(trees, prompt_fn, delimiter=env.step_delimiter)
-            stats = {"records": len(ds), "trees_with_a_correct_path": len(set(ds["tree_id"]))}
-        available = len(ds)
-        if self.cfg.max_examples is not None and available > self.cfg.max_examples:
-            ds = ds.shuffle(seed=self.cfg.seed).select(range(self.cfg.max_examples))
-        stats.update(available=available, used=len(ds))
-        save_dataset(ds, folder / "dataset")
-        atomic_write_json(folder / "stats.json", stats)
+        try:
+            if self.cfg.method == "dpo":
+                ds = pairs_to_dataset(extract_pairs(trees, cfg, prompt_fn, stats=stats))
+            elif self.cfg.method == "sft":
+                ds = rejection_sampling_sft(trees, prompt_fn, delimiter=delimiter)
+                stats = {"records": len(ds), "trees_with_a_correct_path": len(set(ds["tree_id"]))}
+            else:
+                ds, stats = revision_dataset(trees, prompt_fn, delimiter)
+        except TrainingDataError as e:
+            self.progress(f"iteration {k}: no training data ({e}); the policy is kept for this iteration")
+            ds, stats = None, {**stats, "reason": str(e)}
         write_monitors(compute_monitors(trees), self.root / f"iter_{k}" / "monitors.json")
-        return {"examples": len(ds), "available": available}
+        available = len(ds) if ds is not None else 0
+        if ds is not None:  # else nothing to learn from this iteration's trees: the policy stays as it is
+            if self.cfg.max_examples is not None and available > self.cfg.max_examples:
+                ds = ds.shuffle(seed=self.cfg.seed).select(range(self.cfg.max_examples))
+            save_dataset(ds, folder / "dataset")
+        stats.update(available=available, used=len(ds) if ds is not None else 0)
+        atomic_write_json(folder / "stats.json", stats)
+        return {"examples": stats["used"], "available": available, **({"reason": stats["reason"]} if ds is None else {})}
 
     def train(self, k: int, folder: Path) -> dict[str, Any]:
         import datasets
@@ -130,9 +139,16 @@ class IterateRun:
         from mcts_agent.training.dpo import DPOTrainConfig, train_dpo
         from mcts_agent.training.sft import SFTTrainConfig, train_sft
 
-        ds = datasets.load_from_disk(str(self.root / f"iter_{k}" / "pairs" / "dataset"))
+        data = self.root / f"iter_{k}" / "pairs" / "dataset"
+        if not data.exists():
+            return {"skipped": "no training examples in this iteration's trees", "merged_dir": None}
+        ds = datasets.load_from_disk(str(data))
         if self.cfg.method == "dpo":
-            cfg = DPOTrainConfig(**{"seed": self.cfg.seed, **self.cfg.dpo, "output_dir": str(folder)})
+            from mcts_agent import envs
+
+            turn_based = envs.make(self.cfg.env).turn_based  # an action ends the turn: keep TRL's EOS
+            cfg = DPOTrainConfig(**{"seed": self.cfg.seed, "append_eos": turn_based, **self.cfg.dpo,
+                                    "output_dir": str(folder)})
             result = train_dpo(self.policy(k - 1), ds, cfg)
         else:
             sft = SFTTrainConfig(**{"seed": self.cfg.seed, **self.cfg.sft, "output_dir": str(folder)})
@@ -158,9 +174,12 @@ class IterateRun:
         return out
 
     def policy(self, k: int) -> str | None:
-        """The policy after iteration k (k = 0: the initial model)."""
+        """The policy after iteration k (k = 0: the initial model; an iteration with no data keeps the last one)."""
         if k == 0:
             return self.cfg.model
+        done = self.root / f"iter_{k}" / "train" / "DONE.json"
+        if done.exists() and json.loads(done.read_text()).get("skipped"):
+            return self.policy(k - 1)
         return str(self.root / f"iter_{k}" / "train" / "merged")
 
     # ----- the loop -------------------------------------------------------------------
@@ -189,6 +208,29 @@ class IterateRun:
                 monitors.append({"iteration": k, **json.loads(p.read_text())})
         if monitors:
             plot_monitors(monitors, self.root / "monitors.png")
+
+
+def revision_dataset(trees: list, prompt_fn: Any, delimiter: str) -> tuple[Any, dict[str, Any]]:
+    """Agent-R's training set: revision trajectories (a failing path cut at its first bad turn and
+    spliced to a better sibling) plus the correct paths themselves."""
+    import datasets
+
+    from mcts_agent.errors import TrainingDataError
+    from mcts_agent.training.sft_data import RevisionConfig, rejection_sampling_sft, revision_trajectories
+
+    parts, stats = [], {}
+    for name, build in (("revisions", lambda: revision_trajectories(trees, RevisionConfig(delimiter=delimiter), prompt_fn)),
+                        ("correct_paths", lambda: rejection_sampling_sft(trees, prompt_fn, delimiter=delimiter))):
+        try:
+            ds = build().select_columns(["prompt", "completion", "tree_id"])
+        except TrainingDataError:
+            ds = None
+        stats[name] = len(ds) if ds is not None else 0
+        if ds is not None:
+            parts.append(ds)
+    if not parts:
+        raise TrainingDataError(f"no revision trajectory and no correct path in {len(trees)} trees: nothing to train on")
+    return datasets.concatenate_datasets(parts), stats
 
 
 def run_iterate(config: IterateConfig, progress: Progress | None = None) -> dict[str, Any]:

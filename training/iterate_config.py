@@ -36,7 +36,8 @@ class IterateConfig:
     train_seed: int = _opt(1, "Seed choosing (or generating) the train tasks.")
     eval_seed: int = _opt(2, "Seed choosing (or generating) the held-out tasks.")
     model: str | None = _opt(None, "Initial policy: HF id or local dir; the embedded model if None.")
-    method: str = _opt("dpo", "dpo: step-level MCTS-DPO | sft: rejection-sampling SFT on correct paths (STaR baseline).")
+    method: str = _opt("dpo", "dpo: step-level MCTS-DPO | sft: rejection-sampling SFT on correct paths (STaR baseline) "
+                              "| revision: Agent-R, SFT on revision trajectories plus correct paths.")
     max_examples: int | None = _opt(None, "Cap on training examples per iteration (pairs or SFT records); None: all.")
     iterations: int = _opt(2, "Number of search -> train -> evaluate iterations.")
     max_steps: int = _opt(4, "Step budget of an episode.")
@@ -55,8 +56,8 @@ class IterateConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ConfigError(f"IterateConfig.{name} must be an integer >= 1, got {v!r}")
-        if self.method not in ("dpo", "sft"):
-            raise ConfigError(f"IterateConfig.method must be 'dpo' or 'sft', got {self.method!r}")
+        if self.method not in ("dpo", "sft", "revision"):
+            raise ConfigError(f"IterateConfig.method must be 'dpo', 'sft' or 'revision', got {self.method!r}")
         if self.max_examples is not None and (not isinstance(self.max_examples, int) or self.max_examples < 1):
             raise ConfigError(f"IterateConfig.max_examples must be None or an integer >= 1, got {self.max_examples!r}")
         # Validate the nested configs now, so a typo fails before hours of search.

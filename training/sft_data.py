@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from mcts_agent.errors import ConfigError, TrainingDataError
 from mcts_agent.tree import Node, Tree
@@ -70,6 +70,24 @@ class RevisionConfig:
 
 def _continuation(steps: Iterable[str], delimiter: str) -> str:
     return "".join(s + delimiter for s in steps)
+
+
+def path_continuation(tree: Tree, nodes: Sequence[Node], delimiter: str) -> str | None:
+    """What the policy wrote along ``nodes``, as one completion.
+
+    Reasoning envs: the steps, each followed by ``delimiter``. Turn-based envs: each action
+    followed by the context the tree recorded after it (end of turn, the world's observation,
+    the next turn's header), the last action alone (the trainer appends the end of turn);
+    None if a context along the path was never recorded.
+    """
+    if not tree.meta.get("turn_based"):
+        return _continuation([n.action for n in nodes], delimiter)
+    parts = []
+    for n in nodes[:-1]:
+        if n.context is None or n.context_full:
+            return None
+        parts.append(n.action + n.context)
+    return "".join(parts) + (nodes[-1].action if nodes else "")
 
 
 # ----- PRM step labels -------------------------------------------------------------------------
@@ -144,7 +162,7 @@ def revision_trajectories(trees: Iterable[Tree], config: RevisionConfig | None =
         outcomes = subtree_outcomes(tree, correct_fn)
         seen: set[int] = set()
         kept = 0
-        for leaf in tree.terminals():
+        for leaf in tree.leaves():  # wrong answers, and agent episodes that ran out of budget
             if correct_fn(tree, leaf) is not False:
                 continue
             wrong_total += 1
@@ -157,9 +175,18 @@ def revision_trajectories(trees: Iterable[Tree], config: RevisionConfig | None =
             if splice is None:
                 continue
             branch, good_path = splice
+            good_text = path_continuation(tree, good_path, cfg.delimiter)
+            if tree.meta.get("turn_based"):  # the revision opens the next assistant turn
+                prompt = tree.prompt(bad.id)
+                completion = None if good_text is None else cfg.phrase + "\n" + good_text
+            else:
+                prompt = render_prompt(render, tree, bad.id)
+                completion = cfg.phrase + cfg.delimiter + good_text
+            if prompt is None or completion is None:
+                continue  # the policy's view at the bad step was never recorded (it was not expanded)
             rows.append({
-                "prompt": render_prompt(render, tree, bad.id),
-                "completion": _continuation([cfg.phrase] + [n.action for n in good_path], cfg.delimiter),
+                "prompt": prompt,
+                "completion": completion,
                 "tree_id": tree.tree_id, "task_id": tree.task_id, "bad_node": bad.id, "bad_depth": bad.depth,
                 "bad_q": bad.q, "branch_node": branch.id, "good_node": good_path[-1].id, "good_q": good_path[0].q,
                 "wrong_node": leaf.id})
@@ -208,8 +235,8 @@ def rejection_sampling_sft(trees: Iterable[Tree], prompt_fn: PromptFn | None = N
         good = sorted((n for n, v in verdicts if v), key=lambda n: (-n.q, n.depth, n.id))
         texts: set[str] = set()
         for node in good:
-            completion = _continuation(tree.steps(node.id), delimiter)
-            if completion in texts:
+            completion = path_continuation(tree, tree.path(node.id)[1:], delimiter)
+            if completion is None or completion in texts:
                 continue
             texts.add(completion)
             rows.append({"prompt": render_prompt(render, tree, 0), "completion": completion, "tree_id": tree.tree_id,

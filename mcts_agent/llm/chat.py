@@ -62,4 +62,4 @@ def plain_chat(messages: Sequence[dict[str, str]], tools: Sequence[dict[str, Any
     if tools:
         msgs = inline_tools(msgs, tools)
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in msgs]
-    return "\n".join(lines) + "\nAssistant:"
+    return "\n".join(lines) + "\nAssistant: "

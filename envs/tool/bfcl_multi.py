@@ -1,0 +1,138 @@
+"""``tool/bfcl-multi_turn_*``: BFCL's multi-turn categories on BFCL's own stateful backends.
+
+An episode walks through the task's user turns. In a turn each action is either
+
+* calls (``[cd(folder='x'), ls()]``): executed on the backends, the observation (role
+  "tool") is BFCL's own rendering of the results;
+* a reply with no call: the turn is over; the observation (role "user") is the next user
+  turn (for miss_func's empty turn: BFCL's prompting text revealing the held-out functions),
+  and after the last turn the episode terminates;
+* a malformed call, an unknown function, or a call refused by the safety guard: an error
+  observation (role "tool"); nothing runs and the turn goes on. As in BFCL, miss_func's
+  held-out functions run even before their reveal (one gold answer needs that), but no
+  prompt or error message names them before it.
+
+``payload`` (JSON) is the current turn and the executed calls per turn per step; ``live`` is
+the backend instances, deep-copied before every execution so states never share them, and
+rebuilt by replaying ``payload`` when absent (e.g. after a JSON round trip). Undecodable steps
+are never recorded, as BFCL drops them from the scored result, so ``verify_state`` (BFCL's
+``multi_turn_checker`` over the recorded calls) is BFCL's verdict on the same replies.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Sequence
+
+from mcts_agent.env import EnvState, Message, RewardMode, Task
+from mcts_agent.envs.agent import AgentEnv, Outcome
+from mcts_agent.envs.tool import bfcl_calls, bfcl_data
+from mcts_agent.envs.tool.bfcl import FORMAT_HINT, bfcl_messages
+from mcts_agent.errors import EnvError
+
+from bfcl_eval.constants.default_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING  # noqa: E402
+from bfcl_eval.model_handler.utils import format_execution_results_prompting  # noqa: E402
+
+END_OF_TASK = "The user has no further requests."
+
+
+def available_functions(task: Task, turn: int) -> list[str]:
+    """The functions shown to the policy by ``turn``: the task's, plus held-out ones revealed by then."""
+    held = task.meta.get("missed_function", {})
+    return [f["name"] for f in task.meta["functions"]] + [
+        f["name"] for t, fs in held.items() if int(t) <= turn for f in fs]
+
+
+def user_turn_text(task: Task, turn: int) -> str:
+    """What the user says at ``turn`` (miss_func's empty turn: BFCL's text revealing the held-out docs)."""
+    held = task.meta.get("missed_function", {})
+    if str(turn) in held:
+        return DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING.format(functions=held[str(turn)])
+    return "\n\n".join(m["content"] for m in task.meta["turns"][turn])
+
+
+def recorded_calls(state: EnvState) -> list[list[list[str]]]:
+    """The executed calls of an episode, per user turn, per step."""
+    return copy.deepcopy(state.payload["calls"])
+
+
+class BFCLMultiTurnEnv(AgentEnv):
+    """BFCL multi-turn categories (base, miss_func, miss_param), judged by BFCL's multi_turn_checker."""
+
+    def __init__(self, tasks: Sequence[Task] | None = None, *, category: str = "multi_turn_base",
+                 data: str | None = None, limit: int | None = None, seed: int | None = None, max_steps: int = 40,
+                 reward_mode: RewardMode | str = RewardMode.NONE, render_mode: str | None = None) -> None:
+        self.category = bfcl_data.check_category(category, bfcl_data.BFCL_MULTI_TURN)
+        if tasks is None:
+            tasks = bfcl_data.load_bfcl(data, limit=limit, seed=seed, category=self.category)
+        for t in tasks:
+            bfcl_data.task_category(t, bfcl_data.BFCL_MULTI_TURN)
+        super().__init__(tasks, max_steps=max_steps, reward_mode=reward_mode, render_mode=render_mode)
+
+    def messages(self, task: Task) -> list[Message]:
+        return bfcl_messages(task)
+
+    def tools(self, task: Task) -> list[dict[str, Any]] | None:
+        return bfcl_calls.openai_tools(task.meta["functions"], task.meta["category"])
+
+    def start(self, task: Task) -> tuple[Any, Any]:
+        bfcl_data.task_category(task, bfcl_data.BFCL_MULTI_TURN)
+        return {"turn": 0, "calls": [[]], "finished": False}, bfcl_calls.build_backends(task)
+
+    def backends(self, state: EnvState) -> dict[str, Any]:
+        """The state's backend instances: ``state.live``, or rebuilt by replaying the recorded calls.
+
+        Treat the result as read-only; ``act`` deep-copies it before executing anything.
+        """
+        if state.live is not None:
+            return state.live
+        live = bfcl_calls.build_backends(state.task)
+        allowed = bfcl_calls.all_function_names(state.task)
+        for turn in state.payload["calls"]:
+            for step in turn:
+                bfcl_calls.execute(live, step, allowed)
+        return live
+
+    def act(self, state: EnvState, action: str) -> Outcome:
+        task, p = state.task, state.payload
+        turn = p["turn"]
+        shown = available_functions(task, turn)
+        allowed = bfcl_calls.all_function_names(task)  # BFCL lets held-out functions run before their reveal
+        live = self.backends(state)
+        decoded = bfcl_calls.decode_execution(action)
+        if isinstance(decoded, str):
+            if decoded.startswith("refused") or bfcl_calls.looks_like_call(action, shown):
+                return Outcome(f"Error: {decoded}. Nothing was executed. {FORMAT_HINT}", p, live)
+            return self._end_turn(state, live)
+        if bfcl_calls.is_empty_step(decoded):
+            return self._end_turn(state, live)
+        problem = next((q for q in (bfcl_calls.call_problem(c, allowed, shown) for c in decoded) if q), None)
+        if problem:
+            return Outcome(f"Error: {problem}. Nothing was executed. {FORMAT_HINT}", p, live)
+        new_live = copy.deepcopy(live)
+        results = bfcl_calls.execute(new_live, decoded, allowed)
+        calls = copy.deepcopy(p["calls"])
+        calls[turn].append(list(decoded))
+        observation = format_execution_results_prompting({}, results, {"model_responses_decoded": decoded})
+        return Outcome(observation, {**p, "calls": calls}, new_live)
+
+    def _end_turn(self, state: EnvState, live: Any) -> Outcome:
+        task, p = state.task, state.payload
+        turn = p["turn"] + 1
+        if turn < len(task.meta["turns"]):
+            payload = {**p, "turn": turn, "calls": copy.deepcopy(p["calls"]) + [[]]}
+            return Outcome(user_turn_text(task, turn), payload, live, role="user")
+        payload = {**p, "finished": True}
+        reward = 0.0
+        if self.reward_mode is RewardMode.OUTCOME and task.answer is not None:
+            reward = float(bfcl_calls.multi_turn_verdict(task, payload["calls"])[0])
+        return Outcome(END_OF_TASK, payload, live, reward=reward, terminated=True, role="user",
+                       answer=json.dumps(payload["calls"], ensure_ascii=False))
+
+    def verify_state(self, state: EnvState, task: Task) -> bool:
+        if not (state.terminated and isinstance(state.payload, dict) and state.payload.get("finished")):
+            return False
+        if task.answer is None:
+            raise EnvError(f"task {task.id!r} has no gold answer: verify with the original task, not the search view")
+        return bfcl_calls.multi_turn_verdict(task, state.payload["calls"])[0]
