@@ -17,7 +17,7 @@ pytest.importorskip("bfcl_eval")
 pytest.importorskip("pandas")
 
 from mcts_agent.envs.tool import bfcl_calls, bfcl_data  # noqa: E402
-from mcts_agent.envs.tool.bfcl_multi import BFCLMultiTurnEnv  # noqa: E402
+from mcts_agent.envs.tool.bfcl_multi import BFCLMultiTurnEnv, bfcl_result  # noqa: E402
 from mcts_agent.envs.tool.bfcl_official import official_verdicts, reference_reply, reference_turns  # noqa: E402
 
 SINGLE = ("simple_python", "multiple", "parallel", "parallel_multiple", "live_simple")
@@ -112,30 +112,38 @@ def test_verdicts_agree_with_bfcl_evaluate_task() -> None:
     assert any(verdicts) and not all(verdicts)
 
 
-def _play(env: BFCLMultiTurnEnv, task: Any, turns: list[list[str]]) -> tuple[Any, list[list[str]]]:
-    """Step the env through per-turn texts (each turn ends with a prose reply); return the state and texts."""
-    state, texts = env.initial_state(task), []
+def _play(env: BFCLMultiTurnEnv, task: Any, turns: list[list[str]]) -> Any:
+    """Step the env through per-turn texts, each turn ended by a prose reply."""
+    state = env.initial_state(task)
     for steps in turns:
-        played = []
         for text in steps + ["Done."]:
             state, *_ = env.transition(state, text)
-            played.append(text)
             if state.turns[-1].role == "user" or state.done:
                 break
-        texts.append(played)
         if state.done:
             break
-    return state, texts
+    return state
 
 
 def test_env_episodes_agree_with_bfcl_evaluate_task() -> None:
     for cat in MULTI:
-        env = BFCLMultiTurnEnv(category=cat, limit=6)
+        env = BFCLMultiTurnEnv(category=cat, limit=8)
         ours, outputs = {}, {}
         for i, task in enumerate(env.tasks):
-            turns = _multi_turns(task, [0, 1, 2, 4, 6, 7][i])
-            state, texts = _play(env, task, turns)
-            ours[task.id], outputs[task.id] = env.verify_state(state, task), texts
+            turns = _multi_turns(task, [0, 1, 2, 3, 4, 6, 7, 9][i])
+            if i == 7:  # an unknown function beside a real call: the env runs neither
+                turns[0] = [turns[0][0][:-1] + ", nosuch_tool(x=1)]"] + turns[0]
+            state = _play(env, task, turns)
+            ours[task.id], outputs[task.id] = env.verify_state(state, task), bfcl_result(state)
+            assert bfcl_calls.decode_steps(outputs[task.id]) == state.payload["calls"]
         n, dis = _compare(cat, ours, outputs)
         assert not dis, dis
         assert any(ours.values()) and not all(ours.values()), (cat, ours)
+
+
+def test_official_evaluation_has_no_stale_state() -> None:
+    task = bfcl_data.load_bfcl(None, category="multi_turn_base", limit=1)[0]
+    right = _multi_turns(task, 0)
+    wrong = [["[cd(folder='nowhere')]"]] + right[1:]
+    got = [official_verdicts(task.meta["category"], {task.id: x})[task.id] for x in (wrong, right, wrong, right)]
+    assert got == [False, True, False, True]

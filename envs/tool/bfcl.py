@@ -17,6 +17,7 @@ action text (``mcts_agent.envs.tool.bfcl_calls.single_turn_verdict``).
 from __future__ import annotations
 
 import ast
+import copy
 from typing import Any, Mapping, Sequence
 
 from mcts_agent.env import EnvState, Message, RewardMode, Task
@@ -24,8 +25,12 @@ from mcts_agent.envs.agent import AgentEnv, Outcome
 from mcts_agent.envs.tool import bfcl_calls, bfcl_data
 from mcts_agent.errors import EnvError
 
+# bfcl_eval is imported only after bfcl_data, whose import isolates it (see there).
 from bfcl_eval.constants.default_prompts import (OUTPUT_FORMAT_MAPPING, PARAM_TYPE_MAPPING,  # noqa: E402
                                                  PROMPT_STYLE_TEMPLATES, PROMPT_TEMPLATE_MAPPING)
+from bfcl_eval.constants.enums import ModelStyle  # noqa: E402
+from bfcl_eval.constants.type_mappings import GORILLA_TO_OPENAPI  # noqa: E402
+from bfcl_eval.model_handler.utils import convert_to_tool  # noqa: E402
 
 NO_CALL = "no function call"
 """The answer of an episode that ended with a reply holding no call."""
@@ -53,6 +58,13 @@ def bfcl_messages(task: Task, turn: int = 0) -> list[Message]:
     return [{"role": "system", "content": SYSTEM_PROMPT}] + msgs
 
 
+def openai_tools(functions: Sequence[dict[str, Any]], category: str) -> list[dict[str, Any]]:
+    """The docs as BFCL's generation step shows them (Python hint), in OpenAI tool form (a.b -> a_b)."""
+    hinted = bfcl_data.require_bfcl()._func_doc_language_specific_pre_processing(copy.deepcopy(list(functions)),
+                                                                                 category)
+    return convert_to_tool(hinted, GORILLA_TO_OPENAPI, ModelStyle.OPENAI_COMPLETIONS)
+
+
 def _literal_of(text: str, bfcl_type: str) -> bool:
     """Whether a string spells a literal of ``bfcl_type`` (e.g. '10' for an integer)."""
     if bfcl_type == "boolean" and text.strip().lower() in ("true", "false"):
@@ -76,7 +88,13 @@ def _type_problem(func: str, param: str, value: Any, schema: Mapping[str, Any]) 
 
 
 def schema_problem(calls: Sequence[Mapping[str, Any]], functions: Sequence[Mapping[str, Any]]) -> str | None:
-    """What makes decoded calls certainly wrong against the docs (as BFCL's checker would reject them), or None."""
+    """What makes decoded calls wrong against the docs, as BFCL's checker would reject them, or None.
+
+    A string passes for any type unless it spells a literal of another type ('10' for an
+    integer): BFCL reads such strings as variable names. None passes too (nullable options).
+    One gold in BFCL (simple_python_307) gives a bool to a string parameter, which BFCL
+    accepts as a "variable" and this check does not.
+    """
     docs = {f["name"].replace(".", "_"): f for f in functions}
     for call in calls:
         (name, args), = call.items()
@@ -114,7 +132,7 @@ class BFCLEnv(AgentEnv):
         return bfcl_messages(task)
 
     def tools(self, task: Task) -> list[dict[str, Any]] | None:
-        return bfcl_calls.openai_tools(task.meta["functions"], task.meta["category"])
+        return openai_tools(task.meta["functions"], task.meta["category"])
 
     def start(self, task: Task) -> tuple[Any, Any]:
         bfcl_data.task_category(task, bfcl_data.BFCL_SINGLE_TURN)

@@ -30,13 +30,11 @@ from mcts_agent.env import Task
 
 bfcl_data.require_bfcl()
 
-from bfcl_eval.constants.enums import Language, ModelStyle, ReturnFormat  # noqa: E402
-from bfcl_eval.constants.type_mappings import GORILLA_TO_OPENAPI  # noqa: E402
+from bfcl_eval.constants.enums import Language, ReturnFormat  # noqa: E402
 from bfcl_eval.eval_checker.ast_eval.ast_checker import ast_checker  # noqa: E402
 from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils as _mtu  # noqa: E402
 from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker  # noqa: E402
-from bfcl_eval.model_handler.utils import (convert_to_tool, default_decode_ast_prompting,  # noqa: E402
-                                           default_decode_execute_prompting)
+from bfcl_eval.model_handler.utils import default_decode_ast_prompting, default_decode_execute_prompting  # noqa: E402
 from bfcl_eval.utils import is_empty_output, is_function_calling_format_output  # noqa: E402
 
 MAX_TEXT_CHARS = 20_000  # longer actions are refused before parsing
@@ -79,9 +77,10 @@ def _value_problem(v: ast.AST) -> str | None:
     if isinstance(v, (ast.List, ast.Tuple)):
         return next((p for p in map(_value_problem, v.elts) if p), None)
     if isinstance(v, ast.Dict):
-        if any(k is None for k in v.keys):
+        keys = [k for k in v.keys if k is not None]
+        if len(keys) < len(v.keys):
             return "dict unpacking (**)"
-        return next((p for p in map(_value_problem, [*v.keys, *v.values]) if p), None)  # type: ignore[list-item]
+        return next((p for p in map(_value_problem, [*keys, *v.values]) if p), None)
     return f"{type(v).__name__} {ast.unparse(v)[:60]!r} (only literals, containers of literals and names)"
 
 
@@ -123,6 +122,10 @@ def inspect_text(text: str) -> tuple[str, str]:
     return "ok", ""
 
 
+def _decode_error(e: Exception, detail: str) -> str:
+    return f"invalid syntax: {type(e).__name__}: {e}" if str(e) else f"invalid syntax: {detail or type(e).__name__}"
+
+
 def decode_calls(text: str) -> list[dict[str, Any]] | str:
     """BFCL's prompting decoder (``[{name: {param: value}}]``) behind the guard; a str says why not."""
     status, detail = inspect_text(text)
@@ -131,7 +134,7 @@ def decode_calls(text: str) -> list[dict[str, Any]] | str:
     try:
         return default_decode_ast_prompting(text, ReturnFormat.PYTHON, False)
     except Exception as e:  # noqa: BLE001 - BFCL's decoder raises anything on bad text
-        return f"invalid syntax: {type(e).__name__}: {e}"
+        return _decode_error(e, detail)
 
 
 def decode_execution(text: str) -> list[str] | str:
@@ -142,7 +145,7 @@ def decode_execution(text: str) -> list[str] | str:
     try:
         return default_decode_execute_prompting(text, False)
     except Exception as e:  # noqa: BLE001 - BFCL's decoder raises anything on bad text
-        return f"invalid syntax: {type(e).__name__}: {e}"
+        return _decode_error(e, detail)
 
 
 def looks_like_call(text: str, names: Sequence[str]) -> bool:
@@ -156,13 +159,6 @@ def looks_like_call(text: str, names: Sequence[str]) -> bool:
 def canonical(calls: Any) -> str:
     """A canonical JSON of decoded calls (sorted), so equal answers vote together."""
     return json.dumps(sorted(json.dumps(c, sort_keys=True, ensure_ascii=False, default=str) for c in calls))
-
-
-def openai_tools(functions: Sequence[dict[str, Any]], category: str) -> list[dict[str, Any]]:
-    """The docs as BFCL's generation step shows them (Python hint), in OpenAI tool form (a.b -> a_b)."""
-    hinted = bfcl_data.require_bfcl()._func_doc_language_specific_pre_processing(copy.deepcopy(list(functions)),
-                                                                                 category)
-    return convert_to_tool(hinted, GORILLA_TO_OPENAPI, ModelStyle.OPENAI_COMPLETIONS)
 
 
 # ----- single-turn verdict -------------------------------------------------------------------
@@ -280,8 +276,9 @@ def decode_steps(turns: Sequence[Sequence[Any]]) -> list[list[list[str]]]:
 def multi_turn_verdict(task: Task, turns: Sequence[Sequence[Any]]) -> tuple[bool, dict[str, Any]]:
     """BFCL's verdict (``_evaluate_single_multi_turn_entry``) on per-turn, per-step replies: (valid, details).
 
-    A step is raw text or a list of call strings. Calls outside the guard are replaced by a
-    call BFCL reports as undefined, so nothing unsafe runs.
+    A step is raw text or a list of call strings. Text the guard refuses is dropped like
+    undecodable text, and a call outside the executor guard is replaced by one BFCL reports
+    as undefined, so nothing unsafe runs (BFCL itself would run them).
     """
     bfcl_data.task_category(task, bfcl_data.BFCL_MULTI_TURN)
     gold = bfcl_data.gold_of(task)

@@ -98,7 +98,7 @@ def is_multi_turn(category: str) -> bool:
 
 
 # ----- loading ------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wheel_entries(category: str) -> tuple[tuple[dict[str, Any], Any], ...]:
     """(entry, gold) pairs exactly as BFCL's evaluator loads them (no language hint)."""
     utils = require_bfcl()
@@ -111,7 +111,7 @@ def _wheel_entries(category: str) -> tuple[tuple[dict[str, Any], Any], ...]:
     return tuple((e, a["ground_truth"]) for e, a in zip(entries, answers))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wheel_gold(category: str) -> dict[str, Any]:
     return {e["id"]: g for e, g in _wheel_entries(category)}
 

@@ -12,11 +12,16 @@ An episode walks through the task's user turns. In a turn each action is either
   held-out functions run even before their reveal (one gold answer needs that), but no
   prompt or error message names them before it.
 
+The tools are the task's initial functions (``tools(task)`` cannot change with the state);
+miss_func's held-out docs reach the policy in BFCL's reveal message, as in BFCL's prompting mode.
+
 ``payload`` (JSON) is the current turn and the executed calls per turn per step; ``live`` is
-the backend instances, deep-copied before every execution so states never share them, and
-rebuilt by replaying ``payload`` when absent (e.g. after a JSON round trip). Undecodable steps
-are never recorded, as BFCL drops them from the scored result, so ``verify_state`` (BFCL's
-``multi_turn_checker`` over the recorded calls) is BFCL's verdict on the same replies.
+the backend instances, deep-copied before every action so states never share them, and
+rebuilt by replaying ``payload`` when absent (e.g. after a JSON round trip). ``verify_state``
+is BFCL's ``multi_turn_checker`` over the recorded calls. Undecodable replies are never
+recorded, as BFCL drops them from the scored result; replies the env refused (unknown
+function, guard) did not happen in this world and are left out too, so ``verify_state``
+equals BFCL's own evaluation of ``bfcl_result(state)``.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ from typing import Any, Sequence
 from mcts_agent.env import EnvState, Message, RewardMode, Task
 from mcts_agent.envs.agent import AgentEnv, Outcome
 from mcts_agent.envs.tool import bfcl_calls, bfcl_data
-from mcts_agent.envs.tool.bfcl import FORMAT_HINT, bfcl_messages
+from mcts_agent.envs.tool.bfcl import FORMAT_HINT, bfcl_messages, openai_tools
 from mcts_agent.errors import EnvError
 
+# bfcl_eval is imported only after bfcl_data, whose import isolates it (see there).
 from bfcl_eval.constants.default_prompts import DEFAULT_USER_PROMPT_FOR_ADDITIONAL_FUNCTION_PROMPTING  # noqa: E402
 from bfcl_eval.model_handler.utils import format_execution_results_prompting  # noqa: E402
 
 END_OF_TASK = "The user has no further requests."
+ERROR_PREFIX = "Error: "  # starts every observation of an action the env refused (nothing ran)
 
 
 def available_functions(task: Task, turn: int) -> list[str]:
@@ -52,9 +59,17 @@ def user_turn_text(task: Task, turn: int) -> str:
     return "\n\n".join(m["content"] for m in task.meta["turns"][turn])
 
 
-def recorded_calls(state: EnvState) -> list[list[list[str]]]:
-    """The executed calls of an episode, per user turn, per step."""
-    return copy.deepcopy(state.payload["calls"])
+def bfcl_result(state: EnvState) -> list[list[str]]:
+    """The episode in BFCL's result format (per user turn, per step, the reply texts) without the replies
+    the env refused: BFCL's own evaluation of it (``bfcl_official``) gives ``verify_state``'s verdict."""
+    out: list[list[str]] = [[]]
+    for t in state.turns:
+        if t.role == "tool" and (t.observation or "").startswith(ERROR_PREFIX):
+            continue
+        out[-1].append(t.action)
+        if t.role == "user" and t.observation != END_OF_TASK:
+            out.append([])
+    return out
 
 
 class BFCLMultiTurnEnv(AgentEnv):
@@ -74,7 +89,7 @@ class BFCLMultiTurnEnv(AgentEnv):
         return bfcl_messages(task)
 
     def tools(self, task: Task) -> list[dict[str, Any]] | None:
-        return bfcl_calls.openai_tools(task.meta["functions"], task.meta["category"])
+        return openai_tools(task.meta["functions"], task.meta["category"])
 
     def start(self, task: Task) -> tuple[Any, Any]:
         bfcl_data.task_category(task, bfcl_data.BFCL_MULTI_TURN)
@@ -83,7 +98,7 @@ class BFCLMultiTurnEnv(AgentEnv):
     def backends(self, state: EnvState) -> dict[str, Any]:
         """The state's backend instances: ``state.live``, or rebuilt by replaying the recorded calls.
 
-        Treat the result as read-only; ``act`` deep-copies it before executing anything.
+        Treat the result as read-only; ``act`` deep-copies it before every action.
         """
         if state.live is not None:
             return state.live
@@ -99,23 +114,22 @@ class BFCLMultiTurnEnv(AgentEnv):
         turn = p["turn"]
         shown = available_functions(task, turn)
         allowed = bfcl_calls.all_function_names(task)  # BFCL lets held-out functions run before their reveal
-        live = self.backends(state)
+        live = copy.deepcopy(self.backends(state))  # the new state's own instances, whatever happens
         decoded = bfcl_calls.decode_execution(action)
         if isinstance(decoded, str):
             if decoded.startswith("refused") or bfcl_calls.looks_like_call(action, shown):
-                return Outcome(f"Error: {decoded}. Nothing was executed. {FORMAT_HINT}", p, live)
+                return Outcome(f"{ERROR_PREFIX}{decoded}. Nothing was executed. {FORMAT_HINT}", p, live)
             return self._end_turn(state, live)
         if bfcl_calls.is_empty_step(decoded):
             return self._end_turn(state, live)
         problem = next((q for q in (bfcl_calls.call_problem(c, allowed, shown) for c in decoded) if q), None)
         if problem:
-            return Outcome(f"Error: {problem}. Nothing was executed. {FORMAT_HINT}", p, live)
-        new_live = copy.deepcopy(live)
-        results = bfcl_calls.execute(new_live, decoded, allowed)
+            return Outcome(f"{ERROR_PREFIX}{problem}. Nothing was executed. {FORMAT_HINT}", p, live)
+        results = bfcl_calls.execute(live, decoded, allowed)
         calls = copy.deepcopy(p["calls"])
         calls[turn].append(list(decoded))
         observation = format_execution_results_prompting({}, results, {"model_responses_decoded": decoded})
-        return Outcome(observation, {**p, "calls": calls}, new_live)
+        return Outcome(observation, {**p, "calls": calls}, live)
 
     def _end_turn(self, state: EnvState, live: Any) -> Outcome:
         task, p = state.task, state.payload

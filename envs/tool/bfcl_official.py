@@ -8,8 +8,9 @@ BFCL's evaluator ``eval()``s what it decodes, so outputs the safety guard refuse
 fed to it (``on_unsafe``). It needs, beyond the env's dependencies, numpy, pandas,
 overrides, python-dotenv and tqdm.
 
-``reference_reply`` / ``reference_turns`` render a task's gold as model replies (for oracle
-agents and agreement checks).
+``reference_reply`` / ``reference_turns`` render a task's gold as model replies, and
+``oracle_script`` is a ``ScriptedBackend`` script that writes them (for oracle agents and
+agreement checks).
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ import tempfile
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from mcts_agent.env import Task
 from mcts_agent.envs.tool import bfcl_calls, bfcl_data
 from mcts_agent.envs.tool.bfcl import NO_CALL
+from mcts_agent.envs.tool.bfcl_multi import user_turn_text
 from mcts_agent.errors import EnvError
 
+# bfcl_eval is imported only after bfcl_data, whose import isolates it (see there).
 from bfcl_eval.constants.category_mapping import VERSION_PREFIX  # noqa: E402
 from bfcl_eval.constants.executable_backend_config import CLASS_FILE_PATH_MAPPING  # noqa: E402
+from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils  # noqa: E402
 from bfcl_eval.model_handler.utils import default_decode_ast_prompting, default_decode_execute_prompting  # noqa: E402
 
 _LOCK = threading.Lock()
@@ -74,7 +78,7 @@ def _unsafe(category: str, raw: Any, names: Sequence[str]) -> str | None:
             problem = bfcl_calls.call_problem(call, names)
             name = call.split("(", 1)[0].strip()
             harmless = problem and problem.startswith("unknown function") and not (
-                hasattr(builtins, name) or name in vars(bfcl_calls._mtu))
+                hasattr(builtins, name) or name in vars(multi_turn_utils))
             if problem and not harmless:
                 return problem
     return None
@@ -84,6 +88,8 @@ def official_verdicts(category: str, outputs: Mapping[str, Raw], *, underscore_t
                       on_unsafe: str = "raise") -> dict[str, bool]:
     """BFCL's own per-id verdicts on raw outputs of wheel entries of ``category``.
 
+    ``outputs``: id -> the reply text (single-turn), or per user turn, per step, the reply texts
+    (multi-turn, BFCL's result format: e.g. ``bfcl_multi.bfcl_result(state)`` of an episode).
     ``underscore_to_dot`` scores function names as exported by our tools (``a.b`` shown as
     ``a_b``). ``on_unsafe``: "raise" (an EnvError naming the ids) or "false" (those ids fail
     without reaching BFCL) for outputs the safety guard refuses.
@@ -191,3 +197,27 @@ def reference_turns(task: Task) -> list[str | None]:
     params = _signatures(task)
     return ["[" + ", ".join(_keyword_call(c, params) for c in turn) + "]" if turn else None
             for turn in bfcl_data.gold_of(task)]
+
+
+def oracle_script(tasks: Sequence[Task], user: str = "User: ",
+                  assistant: str = "\nAssistant:") -> Callable[[str, int], str]:
+    """A ``ScriptedBackend`` script writing the gold of the prompt's task: single-turn, the reference
+    reply; multi-turn, the current turn's gold calls, then a prose "Done." (also for turns with none).
+
+    ``user`` / ``assistant`` are how the prompt marks those turns (``plain_chat``, ScriptedBackend's).
+    """
+
+    def script(prompt: str, i: int) -> str:
+        task = next((t for t in tasks if user + t.question in prompt), None)
+        if task is None:
+            return "I do not know this task."
+        if not bfcl_data.is_multi_turn(task.meta["category"]):
+            return reference_reply(task)
+        refs = reference_turns(task)
+        texts = [user + task.question] + [user + user_turn_text(task, k) for k in range(1, len(refs))]
+        turn = max(k for k, text in enumerate(texts) if text in prompt)
+        tail = prompt[prompt.rindex(texts[turn]) + len(texts[turn]):]
+        acted = tail.count(assistant) > 1  # an assistant turn before the one being written
+        return "Done." if refs[turn] is None or acted else str(refs[turn])
+
+    return script

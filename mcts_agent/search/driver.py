@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Sequence
 
 from mcts_agent.critic import Critic
-from mcts_agent.env import SearchEnv, Task, check_search_env
+from mcts_agent.env import SearchEnv, Task, Turn, check_search_env
 from mcts_agent.errors import ConfigError
 from mcts_agent.executor import Executor, make_executor
 from mcts_agent.llm.types import Backend
@@ -153,7 +153,8 @@ class Planner:
                 cands = plan_children(self.env, st, st.tree.nodes[p.node_id], comps, merge=merge,
                                       seconds=per_request, planned=planned)
                 plans.append(cands)
-                jobs.extend((c.parent.state, c.action) for c in cands)
+                # A turn-based action cut by max_tokens never reaches the world (it is half a call).
+                jobs.extend((c.parent.state, c.action, self.env.turn_based and c.cut) for c in cands)
                 fns.extend([_transition] * len(cands))
                 deadlines.extend([st.deadline] * len(cands))
         t0 = time.perf_counter()
@@ -239,7 +240,10 @@ class Planner:
 
 
 def _transition(env: SearchEnv, job: tuple) -> object:
-    return env.transition(*job)
+    state, action, cut = job
+    if cut:
+        return replace(state, turns=state.turns + (Turn(action),), truncated=True), 0.0, False, True, {"answer": None}
+    return env.transition(state, action)
 
 
 def _run_job(env: SearchEnv, item: tuple) -> object:

@@ -66,6 +66,11 @@ class Candidate:
     merged: int = 1
     extra_tokens: int = 0
 
+    @property
+    def cut(self) -> bool:
+        """The sample was cut by ``max_tokens``: not a finished action."""
+        return self.flags is not None and self.flags.finish_reason is FinishReason.LENGTH
+
 
 def find_sibling(tree: Tree, parent: Node, key: str) -> Node | None:
     for cid in parent.children:
