@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 from typing import Any, Callable, Sequence
 

@@ -115,24 +115,35 @@ def schema_problem(calls: Sequence[Mapping[str, Any]], functions: Sequence[Mappi
     return None
 
 
-class BFCLEnv(AgentEnv):
-    """BFCL single-turn categories: one call list (or a refusal) per task, judged by BFCL's own checker."""
+class BFCLBase(AgentEnv):
+    """What every BFCL env shares: its category's tasks, BFCL's prompting instructions, the tools."""
+
+    categories: tuple[str, ...] = ()
+    default_max_steps = 3
 
     def __init__(self, tasks: Sequence[Task] | None = None, *, category: str = "simple_python",
-                 data: str | None = None, limit: int | None = None, seed: int | None = None, max_steps: int = 3,
-                 reward_mode: RewardMode | str = RewardMode.NONE, render_mode: str | None = None) -> None:
-        self.category = bfcl_data.check_category(category, bfcl_data.BFCL_SINGLE_TURN)
+                 data: str | None = None, limit: int | None = None, seed: int | None = None,
+                 max_steps: int | None = None, reward_mode: RewardMode | str = RewardMode.NONE,
+                 render_mode: str | None = None) -> None:
+        self.category = bfcl_data.check_category(category, self.categories)
         if tasks is None:
             tasks = bfcl_data.load_bfcl(data, limit=limit, seed=seed, category=self.category)
         for t in tasks:
-            bfcl_data.task_category(t, bfcl_data.BFCL_SINGLE_TURN)
-        super().__init__(tasks, max_steps=max_steps, reward_mode=reward_mode, render_mode=render_mode)
+            bfcl_data.task_category(t, self.categories)
+        super().__init__(tasks, max_steps=max_steps or self.default_max_steps, reward_mode=reward_mode,
+                         render_mode=render_mode)
 
     def messages(self, task: Task) -> list[Message]:
         return bfcl_messages(task)
 
     def tools(self, task: Task) -> list[dict[str, Any]] | None:
         return openai_tools(task.meta["functions"], task.meta["category"])
+
+
+class BFCLEnv(BFCLBase):
+    """BFCL single-turn categories: one call list (or a refusal) per task, judged by BFCL's own checker."""
+
+    categories = bfcl_data.BFCL_SINGLE_TURN
 
     def start(self, task: Task) -> tuple[Any, Any]:
         bfcl_data.task_category(task, bfcl_data.BFCL_SINGLE_TURN)

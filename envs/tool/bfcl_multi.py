@@ -30,10 +30,10 @@ import copy
 import json
 from typing import Any, Sequence
 
-from mcts_agent.env import EnvState, Message, RewardMode, Task
-from mcts_agent.envs.agent import AgentEnv, Outcome
+from mcts_agent.env import EnvState, RewardMode, Task
+from mcts_agent.envs.agent import Outcome
 from mcts_agent.envs.tool import bfcl_calls, bfcl_data
-from mcts_agent.envs.tool.bfcl import FORMAT_HINT, bfcl_messages, openai_tools
+from mcts_agent.envs.tool.bfcl import FORMAT_HINT, BFCLBase
 from mcts_agent.errors import EnvError
 
 # bfcl_eval is imported only after bfcl_data, whose import isolates it (see there).
@@ -72,24 +72,14 @@ def bfcl_result(state: EnvState) -> list[list[str]]:
     return out
 
 
-class BFCLMultiTurnEnv(AgentEnv):
+class BFCLMultiTurnEnv(BFCLBase):
     """BFCL multi-turn categories (base, miss_func, miss_param), judged by BFCL's multi_turn_checker."""
 
-    def __init__(self, tasks: Sequence[Task] | None = None, *, category: str = "multi_turn_base",
-                 data: str | None = None, limit: int | None = None, seed: int | None = None, max_steps: int = 40,
-                 reward_mode: RewardMode | str = RewardMode.NONE, render_mode: str | None = None) -> None:
-        self.category = bfcl_data.check_category(category, bfcl_data.BFCL_MULTI_TURN)
-        if tasks is None:
-            tasks = bfcl_data.load_bfcl(data, limit=limit, seed=seed, category=self.category)
-        for t in tasks:
-            bfcl_data.task_category(t, bfcl_data.BFCL_MULTI_TURN)
-        super().__init__(tasks, max_steps=max_steps, reward_mode=reward_mode, render_mode=render_mode)
+    categories = bfcl_data.BFCL_MULTI_TURN
+    default_max_steps = 40
 
-    def messages(self, task: Task) -> list[Message]:
-        return bfcl_messages(task)
-
-    def tools(self, task: Task) -> list[dict[str, Any]] | None:
-        return openai_tools(task.meta["functions"], task.meta["category"])
+    def __init__(self, tasks: Sequence[Task] | None = None, *, category: str = "multi_turn_base", **kwargs: Any) -> None:
+        super().__init__(tasks, category=category, **kwargs)
 
     def start(self, task: Task) -> tuple[Any, Any]:
         bfcl_data.task_category(task, bfcl_data.BFCL_MULTI_TURN)
