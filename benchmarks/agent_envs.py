@@ -7,8 +7,9 @@ Four parts, all in this one run:
 2. **Embedded model**: greedy and MCTS (self-eval critic; evaluation mode, no gold reaches
    search) on a fixed subset per BFCL category and of TextCraft's test split: accuracy with
    95% Wilson intervals and generated tokens per task.
-3. **Agreement**: every final answer in the model's BFCL trees (all terminal nodes, not only
-   the chosen ones) judged by our env and by BFCL's own ``evaluate_task``; target 100%.
+3. **Agreement**: every reply the model wrote in its single-turn BFCL trees (finished or cut
+   by the token cap) and every finished multi-turn episode, judged by our verdicts and by
+   BFCL's own ``evaluate_task``; target 100%.
 4. **Slow env steps**: round wall time with k env workers against one
    (``mcts_agent.benchmarks.env_parallelism``).
 
@@ -20,11 +21,13 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mcts_agent.benchmarks import env_parallelism
 from mcts_agent.benchmarks.common import print_table, write_result
-from mcts_agent.env import EnvState, Task
+from mcts_agent.env import Task
+from mcts_agent.io import save_trees
 from mcts_agent.runner import wilson_interval
 from mcts_agent.tree import Tree
 
@@ -72,41 +75,54 @@ def search(env: Any, tasks: Sequence[Task], backend: Any, algo: str, args: argpa
                    "tokens_per_task": planner.stats.generated_tokens / len(tasks)}
 
 
-def outputs_of(category: str, trees: Sequence[Tree]) -> list[tuple[str, Any, EnvState]]:
-    """(task id, raw output in BFCL's result format, our final state) for every terminal node."""
+def outputs_of(category: str, trees: Sequence[Tree], tasks: Sequence[Task]) -> list[tuple[str, Any, bool]]:
+    """(task id, raw output in BFCL's result format, our verdict) for every model output in the trees.
+
+    Single-turn: every reply the model wrote (each node's action, finished or cut), judged by our
+    verdict function. Multi-turn: every finished episode (terminal node), judged by ``verify_state``.
+    """
+    from mcts_agent.envs.tool.bfcl_calls import single_turn_verdict
     from mcts_agent.envs.tool.bfcl_multi import bfcl_result
 
+    by_id = {t.id: t for t in tasks}
+    env = None
     out = []
     for tree in trees:
-        for node in tree.terminals():
-            raw = node.action if category in SINGLE else bfcl_result(node.state)  # list[turn][step] of replies
-            out.append((tree.task_id, raw, node.state))
+        task = by_id[tree.task_id]
+        if category in SINGLE:
+            out.extend((task.id, n.action, single_turn_verdict(task, n.action)[0]) for n in tree.nodes[1:])
+            continue
+        if env is None:
+            from mcts_agent import envs
+
+            env = envs.make(f"tool/bfcl-{category}")
+        out.extend((task.id, bfcl_result(n.state), bool(env.verify_state(n.state, task))) for n in tree.terminals())
     return out
 
 
-def agreement(category: str, env: Any, trees: Sequence[Tree], tasks: Sequence[Task]) -> dict[str, Any]:
-    """Our verdict on every terminal output against BFCL's own evaluation (one result file per round)."""
+def agreement(category: str, trees: Sequence[Tree], tasks: Sequence[Task]) -> dict[str, Any]:
+    """Our verdict on every model output against BFCL's own evaluation (one result file per round)."""
     from mcts_agent.envs.tool.bfcl_official import official_verdicts
 
-    by_id = {t.id: t for t in tasks}
-    rows = outputs_of(category, trees)
-    agree = total = ours_true = 0
+    rows = outputs_of(category, trees, tasks)
+    rounds: list[dict[str, tuple[Any, bool]]] = []
+    for tid, raw, mine in rows:  # BFCL scores one output per id per file
+        free = next((r for r in rounds if tid not in r), None)
+        if free is None:
+            free = {}
+            rounds.append(free)
+        free[tid] = (raw, mine)
+    agree = ours_true = 0
     disagreements = []
-    rounds: dict[int, dict[str, tuple[Any, EnvState]]] = {}
-    for tid, raw, state in rows:  # BFCL scores one output per id per file
-        k = next(i for i in range(len(rows) + 1) if tid not in rounds.get(i, {}))
-        rounds.setdefault(k, {})[tid] = (raw, state)
-    for batch in rounds.values():
+    for batch in rounds:
         official = official_verdicts(category, {tid: raw for tid, (raw, _) in batch.items()}, on_unsafe="false")
-        for tid, (raw, state) in batch.items():
-            mine = bool(env.verify_state(state, by_id[tid]))
-            total += 1
+        for tid, (raw, mine) in batch.items():
             ours_true += mine
             if mine == official[tid]:
                 agree += 1
             else:
                 disagreements.append({"id": tid, "raw": raw, "ours": mine, "bfcl": official[tid]})
-    return {"category": category, "outputs": total, "agree": agree, "ours_correct": ours_true,
+    return {"category": category, "outputs": len(rows), "agree": agree, "ours_correct": ours_true,
             "disagreements": disagreements[:5]}
 
 
@@ -119,8 +135,10 @@ def run_env(name: str, env: Any, tasks: list[Task], backend: Any, args: argparse
     for algo in ("greedy", "mcts"):
         trees, r = search(env, tasks, backend, algo, args, critic)
         model_rows.append({"env": name, **r})
+        if args.trees:
+            save_trees(Path(args.trees) / f"{name}_{algo}.jsonl", trees)
         if category:
-            agree_rows.append({**agreement(category, env, trees, tasks), "algo": algo})
+            agree_rows.append({**agreement(category, trees, tasks), "algo": algo})
         print(f"{name} {algo}: {r['correct']}/{r['tasks']} in {r['seconds']} s", flush=True)
 
 
@@ -137,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--env-workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-model", action="store_true", help="oracle, agreement-free and parallelism parts only")
+    p.add_argument("--trees", default="results/agent_envs_runs", help="folder for the model's trees ('' = none)")
     p.add_argument("--out", default="results/agent_envs.json")
     a = p.parse_args(argv)
     load = os.getloadavg()[0]

@@ -65,3 +65,15 @@ def test_correct_paths_interleave_observations() -> None:
     for row in ds:
         turns = row["completion"].count("\nAssistant: ") + 1
         assert turns == row["depth"] and row["completion"].endswith("submit()")
+
+
+def test_the_example_recipes_are_valid_configs() -> None:
+    from pathlib import Path
+
+    from mcts_agent import envs
+    from mcts_agent.training.iterate_config import IterateConfig
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    for name, method in (("iterate_bfcl.json", "dpo"), ("iterate_textcraft.json", "revision")):
+        cfg = IterateConfig.load(root / name)
+        assert cfg.method == method and envs.make(cfg.env).turn_based
