@@ -59,3 +59,38 @@ def test_agent_r_revisions_on_textcraft(tmp_path: Path) -> None:
     else:  # nothing solved, no revision: the iteration keeps the policy and still evaluates
         assert row["train"]["skipped"]
     assert "greedy" in row["eval"]
+
+
+def test_agent_r_revisions_train_the_real_model(tmp_path: Path) -> None:
+    """TextCraft trees with both failing and solved paths (a scripted policy that sometimes slips),
+    revision trajectories read back from them, one real TRL SFT step on the embedded model."""
+    from mcts_agent import envs
+    from mcts_agent.critics import make_critic
+    from mcts_agent.envs.text.textcraft import oracle_actions
+    from mcts_agent.llm.model_store import resolve_model
+    from mcts_agent.llm.scripted import ScriptedBackend
+    from mcts_agent.search import SearchConfig, run_search
+    from mcts_agent.training.common import recorded_prompt
+    from mcts_agent.training.iterate import revision_dataset
+    from mcts_agent.training.sft import SFTTrainConfig, train_sft
+
+    tasks = sorted(envs.load_tasks("textcraft", split="train"), key=lambda t: len(oracle_actions(t)))[:3]
+    plans = {t.question: oracle_actions(t) for t in tasks}
+
+    def script(prompt: str, i: int) -> str:
+        q = next(q for q in plans if q in prompt)
+        taken = prompt[prompt.index(q):].count("\nAssistant: ") - 1
+        return "get 1 unicorn" if i == 1 else plans[q][min(taken, len(plans[q]) - 1)]
+
+    env = envs.make("textcraft", reward_mode="outcome", max_steps=3)  # a slip in a 3-action plan fails it
+    trees = run_search(tasks, env, ScriptedBackend(script), SearchConfig(algo="mcts", simulations=30, branching=2),
+                       critic=make_critic("verifier", None, env), env_id="textcraft")
+    ds, stats = revision_dataset(trees, recorded_prompt(delimiter=""), "")
+    assert stats["revisions"] >= 1 and stats["correct_paths"] >= 1
+    revision = next(r for r in ds if r["completion"].startswith("Wait, that step looks wrong."))
+    assert revision["prompt"].endswith("User: Could not find unicorn\nAssistant: ")  # cut after the bad turn
+    assert "\nUser: Crafted " in revision["completion"]  # the good path, with the world's replies
+    cfg = SFTTrainConfig(max_steps=1, batch_size=2, max_length=1024, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                         output_dir=str(tmp_path / "sft"))
+    result = train_sft(resolve_model(), ds, cfg)
+    assert result.steps == 1 and result.examples == len(ds)
