@@ -73,6 +73,13 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def check_fresh(out_dir: str | Path, resume: bool) -> None:
+    """Without ``resume``, refuse an ``out_dir`` that already holds a run (nothing there is touched)."""
+    out = Path(out_dir)
+    if not resume and ((out / "results.jsonl").exists() or (out / "trees.jsonl").exists()):
+        raise ConfigError(f"{out} already holds a run; pass resume=True (CLI: --resume) or choose another --out")
+
+
 def run_tasks(tasks: Sequence[Task], env: SearchEnv, backend: Backend, config: SearchConfig, out_dir: str | Path,
               critic: Critic | None = None, *, env_id: str = "", resume: bool = True,
               progress: Callable[[int, int], None] | None = None) -> RunSummary:
@@ -82,10 +89,9 @@ def run_tasks(tasks: Sequence[Task], env: SearchEnv, backend: Backend, config: S
     here, after a tree is finished, to score its answer.
     """
     out = Path(out_dir)
+    check_fresh(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     results_path, trees_path = out / "results.jsonl", out / "trees.jsonl"
-    if not resume and (results_path.exists() or trees_path.exists()):
-        raise ConfigError(f"{out} already holds a run; pass resume=True (CLI: --resume) or choose another --out")
     ids = [t.id for t in tasks]
     if len(set(ids)) != len(ids):
         raise ConfigError("task ids must be unique; duplicated: " + ", ".join(sorted({i for i in ids if ids.count(i) > 1})[:5]))

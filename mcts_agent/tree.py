@@ -198,7 +198,31 @@ class Tree:
             raise TreeFormatError(f"tree {data.get('tree_id')!r} is missing or has a malformed field: {e}") from e
         if cols["id"] != list(range(count)):
             raise TreeFormatError(f"tree {tree.tree_id!r}: node ids are not 0..{count - 1} in order")
+        tree.check_structure()
         return tree
+
+    def check_structure(self) -> None:
+        """Refuse a malformed tree in one linear pass: the root first, every parent an earlier node
+        (so there are no cycles and no dangling ids), children lists matching the parents, and an
+        ``answer_node`` that exists."""
+        name = f"tree {self.tree_id!r}"
+        if not self.nodes or self.nodes[0].parent is not None:
+            raise TreeFormatError(f"{name}: node 0 must be the root (parent null), got parent "
+                                  f"{self.nodes[0].parent if self.nodes else None!r}")
+        kids: list[list[int]] = [[] for _ in self.nodes]
+        for n in self.nodes[1:]:
+            p = n.parent
+            if not isinstance(p, int) or isinstance(p, bool) or not 0 <= p < n.id:
+                raise TreeFormatError(f"{name}: node {n.id} has parent {p!r}; expected the id of an earlier node "
+                                      f"(0..{n.id - 1}): parents precede their children")
+            kids[p].append(n.id)
+        for n, expected in zip(self.nodes, kids):
+            if n.children != expected:
+                raise TreeFormatError(f"{name}: node {n.id} lists children {n.children}, but the nodes whose parent "
+                                      f"it is are {expected}")
+        a = self.answer_node
+        if a is not None and (not isinstance(a, int) or isinstance(a, bool) or not 0 <= a < len(self.nodes)):
+            raise TreeFormatError(f"{name}: answer_node {a!r} is not a node id (0..{len(self.nodes) - 1})")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))

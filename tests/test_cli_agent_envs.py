@@ -60,3 +60,32 @@ def test_search_writes_trees_viewer_and_results(tmp_path: Path, env: str, extra:
     graphml = tmp_path / "t.graphml"
     exported = cli("export", str(out_dir / "mcts" / "trees.jsonl"), "--format", "graphml", "--out", str(graphml))
     assert exported.returncode == 0, exported.stderr and graphml.stat().st_size > 0
+
+
+def test_an_output_path_that_is_a_file_is_refused_before_loading_a_model(tmp_path: Path) -> None:
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("keep me")
+    for out in (blocker, blocker / "run"):
+        done = cli("search", "--env", "demo/counter", "--out", str(out), timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert f"'{blocker}' is a file, not a directory; choose another --out" in done.stderr
+        assert "Traceback" not in done.stderr and "Loading weights" not in done.stderr
+    trees = tmp_path / "trees.jsonl"
+    trees.write_text("")
+    done = cli("export", str(trees), "--format", "json", "--out", str(blocker / "x.json"), timeout=120)
+    assert done.returncode == 2 and f"'{blocker}' is a file, not a directory" in done.stderr
+    assert blocker.read_text() == "keep me"
+
+
+def test_bad_critic_and_no_resume_conflicts_fail_before_the_model_loads(tmp_path: Path) -> None:
+    done = cli("search", "--env", "demo/counter", "--critic", "oracle", "--out", str(tmp_path / "a"), timeout=120)
+    assert done.returncode == 2 and "unknown critic 'oracle'" in done.stderr
+    assert "Loading weights" not in done.stderr
+    done = cli("search", "--env", "demo/counter", "--critic", "rollout", "--out", str(tmp_path / "a"), timeout=120)
+    assert done.returncode == 2 and "RolloutCritic replays one sampled solution" in done.stderr
+    run = tmp_path / "b" / "mcts"
+    run.mkdir(parents=True)
+    (run / "results.jsonl").write_text("kept\n")
+    done = cli("search", "--env", "demo/counter", "--no-resume", "--out", str(tmp_path / "b"), timeout=120)
+    assert done.returncode == 2 and "already holds a run" in done.stderr and "Loading weights" not in done.stderr
+    assert (run / "results.jsonl").read_text() == "kept\n"

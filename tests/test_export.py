@@ -265,3 +265,17 @@ def test_non_finite_and_odd_values_do_not_break_exports(tmp_path: Path) -> None:
     data = _embedded(render_viewer([t]))
     assert data["trees"][0]["nodes"]["critic_scores"][1] == {"self_eval": None, "judge": 0.5}
     assert data["trees"][0]["meta"]["weird"]["inf"] is None
+
+
+def test_cli_refuses_a_cyclic_tree_before_exporting(cli: typer.Typer, tmp_path: Path) -> None:
+    d = sample().to_dict()
+    n = len(d["nodes"]["id"])
+    d["nodes"]["parent"] = [None] + [n - 1] + d["nodes"]["parent"][2:]  # node 1 under the last node: a cycle
+    path = tmp_path / "trees.jsonl"
+    path.write_text(json.dumps(d) + "\n", encoding="utf-8")
+    out = tmp_path / "t.graphml"
+    for args in (("export", path, "--format", "graphml", "--out", out), ("view", path, "--out", tmp_path / "v.html")):
+        r = run(cli, *args)
+        assert r.exit_code == 2, r.output
+        assert f"{path}:1: tree " in r.output and "node 1 has parent" in r.output
+    assert not out.exists()

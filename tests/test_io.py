@@ -158,3 +158,33 @@ def test_json_safe() -> None:
 
     assert json_safe({"a": float("nan"), 1: (1, float("inf"), Color.RED), "b": [None, True, 2.5, Path("x")]}) == {
         "a": None, "1": [1, None, "red"], "b": [None, True, 2.5, "x"]}
+
+
+def _with(t: Tree, **cols: list) -> dict:
+    d = t.to_dict()
+    d["nodes"].update(cols)
+    return d
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda d: d["nodes"].update(parent=[None, 2, 1], children=[[], [2], [1]]),
+     "node 1 has parent 2; expected the id of an earlier node (0..0): parents precede their children"),
+    (lambda d: d["nodes"].update(parent=[None, 0, 7]),
+     "node 2 has parent 7; expected the id of an earlier node (0..1)"),
+    (lambda d: d["nodes"].update(parent=[0, 0, 1]), "node 0 must be the root (parent null), got parent 0"),
+    (lambda d: d["nodes"].update(children=[[1], [2], [0]]), "node 2 lists children [0], but the nodes whose parent it is are []"),
+    (lambda d: d.update(answer_node=9), "answer_node 9 is not a node id (0..2)"),
+])
+def test_malformed_structure_names_file_line_and_node(tmp_path: Path, broken, message: str) -> None:
+    """A cycle, a dangling parent, a second root, inconsistent children or a missing answer node are
+    refused in one linear pass (a cycle once made the GraphML export eat 24 GB)."""
+    t = tree(1)
+    t.add_child(1, action="deeper")
+    t.answer_node = 2
+    d = t.to_dict()
+    broken(d)
+    path = tmp_path / "trees.jsonl"
+    path.write_text(f"{tree(0).to_json()}\n{json.dumps(d)}\n", encoding="utf-8")
+    with pytest.raises(TreeFormatError, match=r"trees\.jsonl:2: tree 't1': ") as e:
+        load_trees(path)
+    assert message in str(e.value)

@@ -95,3 +95,7 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
         IterateConfig.load(p)
     with pytest.raises(ConfigError, match="does not exist"):
         IterateConfig.load(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match=r"IterateConfig.pairs: unknown PairConfig keys \['q_margn'\]; known keys: "):
+        IterateConfig(pairs={"q_margn": 1})
+    with pytest.raises(ConfigError, match=r"IterateConfig.dpo: unknown DPOTrainConfig keys \['lr'\]"):
+        IterateConfig(dpo={"lr": 1e-4})

@@ -227,3 +227,25 @@ def test_config_errors_name_the_value() -> None:
         SearchConfig(widening_alpha=1.5)
     with pytest.raises(ConfigError, match="no tasks to search"):
         run_search([], ToyMathEnv(), ScriptedBackend(script))
+
+
+def test_text_that_cannot_be_encoded_is_sanitized_where_it_enters_the_tree(tmp_path) -> None:
+    """A lone surrogate in a step once let the search finish and then broke save_trees."""
+    from mcts_agent.io import load_trees, save_trees
+    from mcts_agent.llm.types import Completion, FinishReason, valid_text
+
+    env = ToyMathEnv(max_steps=2)
+    tasks = toy_tasks(1)
+    trees = run_search(tasks, env, ScriptedBackend(lambda p, i: "odd \ud800 step\nANSWER: 2\n"),
+                       SearchConfig(algo="mcts", simulations=2, branching=2))
+    save_trees(tmp_path / "t.jsonl", trees)
+    assert "odd \ufffd step" in [n.action for n in load_trees(tmp_path / "t.jsonl")[0].nodes]
+    assert valid_text("a\udfffb") == "a\ufffdb" and valid_text("ok ✓") == "ok ✓"
+
+    class Raw(ScriptedBackend):  # a backend that hands the planner surrogates directly
+        def generate(self, requests):
+            return [[Completion("x\ud800", [1], [-0.1], FinishReason.STOP, "\n")] * r.n for r in requests]
+
+    trees = run_search(tasks, env, Raw(lambda p, i: ""), SearchConfig(algo="mcts", simulations=1, branching=1))
+    save_trees(tmp_path / "u.jsonl", trees)
+    assert trees[0].nodes[1].action == "x\ufffd"

@@ -61,6 +61,14 @@ class IterateConfig:
         if self.max_examples is not None and (not isinstance(self.max_examples, int) or self.max_examples < 1):
             raise ConfigError(f"IterateConfig.max_examples must be None or an integer >= 1, got {self.max_examples!r}")
         # Validate the nested configs now, so a typo fails before hours of search.
+        for name, cls in (("pairs", PairConfig), ("dpo", DPOTrainConfig), ("sft", SFTTrainConfig)):
+            value = getattr(self, name)
+            if not isinstance(value, dict):
+                raise ConfigError(f"IterateConfig.{name} must be an object of {cls.__name__} fields, got {value!r}")
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(value) - known)
+            if unknown:
+                raise ConfigError(f"IterateConfig.{name}: unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}")
         self.search_config()
         for algo in self.eval_algos:
             self.eval_config(algo)

@@ -61,6 +61,9 @@ def _check_out(out: Path, source: Path) -> None:
         _fail(f"output '{out}' is the input file; choose another --out")
     if out.is_dir():
         _fail(f"output '{out}' is a directory; expected a file path")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        _fail(f"output '{out}': '{blocking}' is a file, not a directory; choose another --out")
 
 
 def _write(out: Path, what: str, fn: Callable[[], object]) -> None:

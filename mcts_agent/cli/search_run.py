@@ -10,7 +10,8 @@ from rich.table import Table
 from tqdm import tqdm
 
 from mcts_agent.cli import common
-from mcts_agent.runner import RunSummary, run_tasks
+from mcts_agent.llm.scripted import ScriptedBackend
+from mcts_agent.runner import RunSummary, check_fresh, run_tasks
 from mcts_agent.search import Algo, SearchConfig
 
 NEEDS_CRITIC = {Algo.MCTS, Algo.BEAM, Algo.BEST_OF_N}
@@ -43,8 +44,13 @@ def run_job(job: SearchJob) -> list[RunSummary]:
     from mcts_agent.llm import load_backend
 
     configs = [SearchConfig.from_dict({**job.search, "algo": a}) for a in job.algos]  # validate before loading
+    check_out_dir(job.out, [c.algo.value for c in configs])
+    for cfg in configs:
+        check_fresh(job.out / cfg.algo.value, job.resume)
     tasks = envs.load_tasks(job.env, path=job.data, split=job.split, limit=job.limit, seed=job.seed)
     env = envs.make(job.env, max_steps=job.max_steps, reward_mode=job.reward_mode)
+    if any(cfg.algo in NEEDS_CRITIC for cfg in configs):  # a bad critic name or option fails before the model loads
+        make_critic(job.critic, ScriptedBackend(lambda prompt, i: ""), env)
     kwargs = {"base_url": job.base_url} if job.base_url else {}
     policy = load_backend(job.backend, job.model, **kwargs)
     summaries = []
@@ -68,6 +74,15 @@ def run_job(job: SearchJob) -> list[RunSummary]:
         policy.close()
     print_table(summaries)
     return summaries
+
+
+def check_out_dir(out: Path, algos: list[str]) -> None:
+    """Refuse an output path that is (or lies under) a file, before any model is loaded."""
+    from mcts_agent.errors import ConfigError
+
+    for p in [out / a for a in algos] + [out, *out.parents]:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"--out {out}: '{p}' is a file, not a directory; choose another --out")
 
 
 def _write_viewer(out_dir: Path) -> None:

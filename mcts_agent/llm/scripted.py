@@ -6,7 +6,7 @@ import hashlib
 import math
 from typing import Callable, Sequence
 
-from mcts_agent.llm.types import Backend, Completion, FinishReason, GenerationRequest, truncate_at_stop
+from mcts_agent.llm.types import Backend, Completion, FinishReason, GenerationRequest, truncate_at_stop, valid_text
 
 # A script maps (prompt, sample index) to the raw text the "model" writes.
 Script = Callable[[str, int], str]
@@ -38,7 +38,7 @@ class ScriptedBackend(Backend):
             self.stats.prompt_tokens += len(prompt)
             outs = []
             for i in range(r.n):
-                raw = self.script(prompt, i)
+                raw = valid_text(self.script(prompt, i))  # like a tokenizer's decode: always valid UTF-8
                 text, matched = truncate_at_stop(raw, r.stop)
                 reason = FinishReason.STOP
                 if len(text) > r.max_tokens:

@@ -126,6 +126,15 @@ class Backend(abc.ABC):
         self.close()
 
 
+def valid_text(text: str) -> str:
+    """``text`` with lone surrogates (which cannot be written as UTF-8) replaced by U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, str | None]:
     """Cut ``text`` at the earliest stop string; return the kept text and the matched stop."""
     best, matched = len(text), None

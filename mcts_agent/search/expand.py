@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 from mcts_agent.critic import NodeView
 from mcts_agent.env import EnvState, SearchEnv, Task, Transition
 from mcts_agent.executor import SKIPPED
-from mcts_agent.llm.types import Completion, FinishReason
+from mcts_agent.llm.types import Completion, FinishReason, valid_text
 from mcts_agent.tree import Node, Tree
 
 
@@ -51,7 +51,7 @@ def step_key(text: str) -> str:
 def action_text(env: SearchEnv, c: Completion) -> str:
     """The action a completion proposes: its text, plus the stop string where the env keeps it."""
     text = c.text + (c.stop_reason or "") if env.keep_stop else c.text
-    return clean_step(text)
+    return clean_step(valid_text(text))
 
 
 @dataclass
@@ -136,6 +136,7 @@ def attach_children(env: SearchEnv, st: SearchState, parent: Node, cands: Sequen
 def add_node(tree: Tree, parent: Node, action: str, result: Transition, **attrs: Any) -> Node:
     state, reward, term, trunc, info = result
     observation = state.turns[-1].observation if state.turns else None
+    observation = valid_text(observation) if observation is not None else None
     return tree.add_child(parent.id, action=action, state=state, reward=reward, terminal=term, truncated=trunc,
                           answer=info.get("answer"), observation=observation, **attrs)
 
@@ -156,7 +157,7 @@ def set_priors(tree: Tree, parent: Node) -> None:
 # ----- whole solutions (reasoning envs): replayed as paths of steps ------------------------
 
 def chain_parts(env: SearchEnv, completion: Completion) -> list[str]:
-    parts = [clean_step(p) for p in completion.text.split(env.step_delimiter)]
+    parts = [clean_step(p) for p in valid_text(completion.text).split(env.step_delimiter)]
     return [p for p in parts if p.strip()] or [""]
 
 
