@@ -22,7 +22,7 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from mcts_agent.benchmarks import env_parallelism
 from mcts_agent.benchmarks.common import print_table, write_result
@@ -35,22 +35,6 @@ SINGLE = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelev
 MULTI = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param")
 ORACLE_TOKENS = 4000  # the scripted backend counts characters as tokens; gold replies can be long
 ORACLE_STEPS = 60  # action budget of the oracle runs (the longest TextCraft plan is 48 actions)
-
-
-def textcraft_oracle(tasks: Sequence[Task]) -> Callable[[str, int], str]:
-    """The next action of a precomputed plan: the task from its goal line, the step from the turns taken."""
-    from mcts_agent.envs.text.textcraft import oracle_actions
-
-    plans = {t.question: oracle_actions(t) for t in tasks}
-
-    def script(prompt: str, i: int) -> str:
-        question = next(q for q in plans if q in prompt)
-        taken = prompt[prompt.index(question):].count("<|im_start|>assistant") - 1 if "<|im_start|>" in prompt \
-            else prompt[prompt.index(question):].count("\nAssistant: ") - 1
-        plan = plans[question]
-        return plan[min(taken, len(plan) - 1)]
-
-    return script
 
 
 def solved(env: Any, trees: Sequence[Tree], tasks: Sequence[Task]) -> list[bool]:
@@ -161,6 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load = os.getloadavg()[0]
 
     from mcts_agent import envs
+    from mcts_agent.envs.text.textcraft import oracle_script as textcraft_oracle
     from mcts_agent.envs.tool.bfcl_official import oracle_script
     from mcts_agent.llm import load_backend
     from mcts_agent.llm.scripted import ScriptedBackend

@@ -64,7 +64,7 @@ def _bfcl_entries() -> list[EnvEntry]:
         out.append(EnvEntry(
             f"tool/bfcl-{cat}", cls, f"{NAMESPACE}/bfcl-{cat.replace('_', '-')}-v0",
             loader="mcts_agent.envs.tool.bfcl_data:load_bfcl", kwargs={"category": cat}, loader_kwargs={"category": cat},
-            test_kwargs=f"mcts_agent.envs.tool.bfcl_data:check_kwargs_{'multi' if multi else 'single'}",
+            test_kwargs="mcts_agent.envs.tool.bfcl_data:CHECK_KWARGS",
             description=f"BFCL {cat}: {'multi-turn calls on BFCL backends, state+response checkers' if multi else 'function calls scored by BFCL AST checker'}"))
     return out
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 
 class RewardMode(str, enum.Enum):
@@ -147,11 +147,14 @@ class SearchEnv(Protocol):
         """What makes two answers the same (for voting)."""
 
 
+SEARCH_ENV_ATTRS = ("reward_mode", "branching", "turn_based", "step_delimiter", "action_stop", "keep_stop",
+                    "initial_state", "transition", "policy_prompt", "answer_key")
+"""The names ``SearchEnv`` requires."""
+
+
 def check_search_env(env: Any) -> None:
     """Raise ``TypeError`` naming what ``env`` lacks of the ``SearchEnv`` protocol."""
-    missing = [name for name in ("reward_mode", "branching", "turn_based", "step_delimiter", "action_stop",
-                                 "keep_stop", "initial_state", "transition", "policy_prompt", "answer_key")
-               if not hasattr(env, name)]
+    missing = [name for name in SEARCH_ENV_ATTRS if not hasattr(env, name)]
     if missing:
         raise TypeError(f"{type(env).__name__} is not a SearchEnv: it lacks {missing}")
 
@@ -164,7 +167,3 @@ def render_turns(state: EnvState) -> list[Message]:
         if t.observation is not None:
             out.append({"role": t.role, "content": t.observation})
     return out
-
-
-def ensure_sequence(value: str | Sequence[str]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)

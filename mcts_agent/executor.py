@@ -139,9 +139,9 @@ class ProcessExecutor(_PoolExecutor):
 
 def make_executor(kind: str = "thread", workers: int = 1) -> Executor:
     """An executor by name: ``serial``, ``thread`` or ``process``, with ``workers`` workers."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"env executor workers must be an int >= 1, got {workers!r}")
     if kind == "serial" or (kind == "thread" and workers == 1):
-        if not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"env executor workers must be an int >= 1, got {workers!r}")
         return SerialExecutor()
     if kind == "thread":
         return ThreadExecutor(workers)

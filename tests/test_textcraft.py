@@ -8,12 +8,10 @@ import json
 import os
 import pickle
 import random
-import re
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import gymnasium
 import pytest
@@ -26,7 +24,7 @@ from mcts_agent.env import EnvState, SearchEnv, Task  # noqa: E402
 from mcts_agent.envs.registry import check_kwargs  # noqa: E402
 from mcts_agent.envs.text import textcraft_recipes as recipes  # noqa: E402
 from mcts_agent.envs.text.textcraft import (TextCraftEnv, goal_tasks, load_textcraft,  # noqa: E402
-                                            oracle_actions)
+                                            oracle_actions, oracle_script)
 from mcts_agent.errors import EnvError  # noqa: E402
 from mcts_agent.llm.scripted import ScriptedBackend  # noqa: E402
 from mcts_agent.search import SearchConfig, run_search  # noqa: E402
@@ -257,19 +255,6 @@ def test_transitions_from_many_threads_equal_serial_ones() -> None:
 
 
 # ----- the real planner -------------------------------------------------------------------
-def oracle_script(tasks: list[Task]) -> Callable[[str, int], str]:
-    """Reads the goal from the prompt and the actions taken (one per assistant turn); writes the next."""
-    plans = {t.question.rsplit("Goal: craft ", 1)[1]: oracle_actions(t) for t in tasks}
-
-    def script(prompt: str, i: int) -> str:
-        goal = re.findall(r"Goal: craft (.+?\.)\n", prompt)[-1]
-        taken = prompt.count("\nAssistant: ") - 1
-        plan = plans[goal]
-        return plan[taken] if taken < len(plan) else "inventory"
-
-    return script
-
-
 @pytest.mark.parametrize("algo", ["greedy", "mcts"])
 @pytest.mark.parametrize("mode", ["outcome", "none"])
 def test_the_planner_solves_tasks_with_the_oracle(short_tasks: list[Task], algo: str, mode: str) -> None:

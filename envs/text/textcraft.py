@@ -28,12 +28,12 @@ safe from several threads and never mutates its input.
 
 from __future__ import annotations
 
-import random
 import threading
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mcts_agent.env import EnvState, Task
 from mcts_agent.envs.agent import AgentEnv, Outcome
+from mcts_agent.envs.loading import select
 from mcts_agent.envs.text.textcraft_recipes import book, format_task, item_id, item_name
 from mcts_agent.errors import EnvError
 
@@ -77,14 +77,10 @@ def load_textcraft(path: Any = None, split: str = "test", limit: int | None = No
         raise EnvError(f"load_textcraft got unexpected arguments {sorted(kwargs)}")
     if split not in SPLITS:
         raise EnvError(f"textcraft split must be one of {list(SPLITS)}, got {split!r}")
-    if limit is not None and (not isinstance(limit, int) or limit < 0):
-        raise EnvError(f"limit must be an int >= 0 or None, got {limit!r}")
     indices = list(range(len(book().goals)))
     if split != "all":
         indices = [i for i in indices if i % 2 == (0 if split == "test" else 1)]
-    if seed is not None:
-        random.Random(seed).shuffle(indices)
-    return goal_tasks(indices[:limit] if limit is not None else indices)
+    return goal_tasks([i for _, i in select(indices, limit, seed)])
 
 
 def package_step(goal: str, inventory: Sequence[Sequence[Any]], action: str) -> tuple[str, int, list[list[Any]]]:
@@ -106,6 +102,22 @@ def package_step(goal: str, inventory: Sequence[Sequence[Any]], action: str) -> 
 def oracle_actions(task: Task) -> list[str]:
     """A scripted plan that crafts ``task``'s goal (gets every base item, then crafts in order)."""
     return book().oracle(_goal_of(task))
+
+
+def oracle_script(tasks: Sequence[Task]) -> Callable[[str, int], str]:
+    """A scripted policy for ``ScriptedBackend`` (its template-free chat) that follows ``oracle_actions``:
+    the task is the one whose text is in the prompt, the next action is the plan's step after the
+    assistant turns already taken ("inventory" once the plan is done). Tests and benchmarks use it
+    to prove the harness."""
+    plans = {t.question: oracle_actions(t) for t in tasks}
+
+    def script(prompt: str, i: int) -> str:
+        question = next(q for q in plans if q in prompt)
+        taken = prompt[prompt.index(question):].count("\nAssistant: ") - 1
+        plan = plans[question]
+        return plan[taken] if taken < len(plan) else "inventory"
+
+    return script
 
 
 def _goal_of(task: Task) -> str:

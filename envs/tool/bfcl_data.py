@@ -201,11 +201,5 @@ def gold_of(task: Task) -> Any:
     return json.loads(task.answer)
 
 
-def check_kwargs_single() -> dict[str, Any]:
-    """Constructor kwargs for the registry's check_env test: two tasks of the entry's category."""
-    return {"limit": 2}
-
-
-def check_kwargs_multi() -> dict[str, Any]:
-    """Constructor kwargs for the registry's check_env test: two tasks of the entry's category."""
-    return {"limit": 2}
+CHECK_KWARGS: dict[str, Any] = {"limit": 2}
+"""Constructor kwargs for the registry's check_env test: two tasks of the entry's own category."""

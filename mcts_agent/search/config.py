@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from mcts_agent.errors import ConfigError
+from mcts_agent.executor import EXECUTORS
 
 
 class Algo(str, enum.Enum):
@@ -72,9 +73,8 @@ class SearchConfig:
                      "max_step_tokens", "max_solution_tokens", "max_trees_in_flight", "env_workers"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"SearchConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if self.env_executor not in ("serial", "thread", "process"):
-            raise ConfigError(f"SearchConfig.env_executor must be one of ['serial', 'thread', 'process'], "
-                              f"got {self.env_executor!r}")
+        if self.env_executor not in EXECUTORS:
+            raise ConfigError(f"SearchConfig.env_executor must be one of {list(EXECUTORS)}, got {self.env_executor!r}")
         if not 0 < self.widening_alpha <= 1:
             raise ConfigError(f"SearchConfig.widening_alpha must be in (0, 1], got {self.widening_alpha!r}")
         for name in ("c_puct", "virtual_loss", "temperature", "widening"):

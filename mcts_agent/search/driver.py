@@ -73,9 +73,12 @@ class Planner:
         self.executor = executor or make_executor(config.env_executor, config.env_workers)
 
     def prompt_of(self, st: SearchState, node: Node) -> str:
-        """The text the policy continues from ``node``, recorded in the tree as it is rendered."""
-        prompt = self.env.policy_prompt(node.state, self.backend.format_chat)
-        st.tree.record_prompt(node.id, prompt)
+        """The text the policy continues from ``node``: rendered once (for the critic or the first
+        expansion), recorded in the tree, and read back from it afterwards."""
+        prompt = st.tree.prompt(node.id)
+        if prompt is None:
+            prompt = self.env.policy_prompt(node.state, self.backend.format_chat)
+            st.tree.record_prompt(node.id, prompt)
         return prompt
 
     def run(self, tasks: Sequence[Task], on_tree: Callable[[int, Tree], None] | None = None) -> list[Tree]:
@@ -141,24 +144,22 @@ class Planner:
         merge = self.config.merge_duplicates
         planned: dict = {}
         plans: list[list[Candidate] | list[tuple[object, list[str]]]] = []
-        jobs, fns, deadlines = [], [], []
+        jobs: list[tuple] = []  # (function, its arguments): one executor item each
+        deadlines: list[float | None] = []
         for (st, p), comps in zip(work, results):
             if p.chain:
                 chains = [(c, chain_parts(self.env, c)) for c in comps]
                 plans.append(chains)
-                jobs.extend((st.tree.root.state, parts) for _, parts in chains)
-                fns.extend([replay_chain] * len(chains))
-                deadlines.extend([st.deadline] * len(chains))
+                jobs.extend((replay_chain, (st.tree.root.state, parts)) for _, parts in chains)
             else:
                 cands = plan_children(self.env, st, st.tree.nodes[p.node_id], comps, merge=merge,
                                       seconds=per_request, planned=planned)
                 plans.append(cands)
                 # A turn-based action cut by max_tokens never reaches the world (it is half a call).
-                jobs.extend((c.parent.state, c.action, self.env.turn_based and c.cut) for c in cands)
-                fns.extend([_transition] * len(cands))
-                deadlines.extend([st.deadline] * len(cands))
+                jobs.extend((_transition, (c.parent.state, c.action, self.env.turn_based and c.cut)) for c in cands)
+            deadlines.extend([st.deadline] * len(plans[-1]))
         t0 = time.perf_counter()
-        stepped = self.executor.map(_run_job, self.env, list(zip(fns, jobs)), deadlines) if jobs else []
+        stepped = self.executor.map(_run_job, self.env, jobs, deadlines) if jobs else []
         self.stats.env_seconds += time.perf_counter() - t0
         self.stats.env_steps += len(jobs)
         produced: list[list[Node]] = []

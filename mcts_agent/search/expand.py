@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from mcts_agent.critic import NodeView
 from mcts_agent.env import EnvState, SearchEnv, Task, Transition
@@ -58,7 +58,6 @@ def action_text(env: SearchEnv, c: Completion) -> str:
 class Candidate:
     """A new child to be: its parent, its action, and the node attributes it will carry."""
 
-    st: SearchState
     parent: Node
     action: str
     attrs: dict[str, Any]
@@ -104,7 +103,7 @@ def plan_children(env: SearchEnv, st: SearchState, parent: Node, completions: Se
                 planned[key].merged += 1
                 planned[key].extra_tokens += len(c.token_ids)
                 continue
-        cand = Candidate(st, parent, text, dict(token_ids=list(c.token_ids), logprob=c.cumulative_logprob,
+        cand = Candidate(parent, text, dict(token_ids=list(c.token_ids), logprob=c.cumulative_logprob,
                                                 finish_reason=c.finish_reason.value, tokens=len(c.token_ids),
                                                 seconds=share), flags=c)
         if merge:
@@ -124,9 +123,8 @@ def attach_children(env: SearchEnv, st: SearchState, parent: Node, cands: Sequen
         node.tokens += cand.extra_tokens
         c = cand.flags
         if c is not None and not node.terminal:
-            cut = c.finish_reason is FinishReason.LENGTH
             ended = c.finish_reason is FinishReason.STOP and c.stop_reason is None  # the model stopped (EOS)
-            if cut or (ended and not env.turn_based):
+            if cand.cut or (ended and not env.turn_based):
                 node.truncated = True
         new.append(node)
     set_priors(st.tree, parent)
@@ -214,5 +212,3 @@ def node_view(node: Node, prompt: str, question: str) -> NodeView:
     return NodeView(prompt=prompt, question=question, steps=state.steps, answer=node.answer,
                     terminal=node.terminal, reward=node.reward, state=state)
 
-
-PromptOf = Callable[[Node], str]
