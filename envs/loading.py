@@ -62,6 +62,12 @@ def _read_json_file(path: Path) -> list[dict[str, Any]]:
 
 
 def _load_hub(name: str, split: str, subset: str | None) -> list[dict[str, Any]]:
+    from mcts_agent import hub
+
+    if not hub.dataset_cached(name) and not hub.hub_reachable():
+        raise EnvError(f"{name!r} is not a local file or folder, and no datasets hub id of that name is cached while "
+                       f"the Hugging Face Hub cannot be reached (offline); expected a JSONL file, a folder with "
+                       f"{split}.jsonl, or a cached datasets id")
     try:
         import datasets
 

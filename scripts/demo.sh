@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/mcts-agent search --env math/reasoning-gym --limit 30 --algo greedy --algo mcts \
-    --simulations 8 --branching 4 --out runs/demo "$@"
+    --simulations 8 --branching 4 --max-steps 6 --out runs/demo "$@"
 echo "tree viewer: runs/demo/mcts/viewer.html"

@@ -20,23 +20,27 @@ pytestmark = pytest.mark.model
 TINY = {
     "env": "math/arithmetic", "train_tasks": 3, "eval_tasks": 3, "iterations": 1, "max_steps": 3,
     "critic": "self-eval:0.5,verifier:0.5",
-    "search": {"algo": "mcts", "simulations": 2, "branching": 3, "max_step_tokens": 24, "max_solution_tokens": 64},
-    "eval_algos": ["greedy"], "eval_search": {"max_solution_tokens": 64},
+    # one tree at a time, so a kill can land between two finished tasks of a phase
+    "search": {"algo": "mcts", "simulations": 2, "branching": 3, "max_step_tokens": 24, "max_solution_tokens": 64,
+               "max_trees_in_flight": 1},
+    "eval_algos": ["greedy"], "eval_search": {"max_solution_tokens": 64, "max_trees_in_flight": 1},
     "pairs": {"q_margin": 0.0},
-    "dpo": {"max_steps": 2, "batch_size": 2, "max_length": 256, "learning_rate": 1e-4},
+    "dpo": {"max_steps": 3, "batch_size": 2, "max_length": 256, "learning_rate": 1e-4},
 }
 
 
-def _run(cfg_path: Path, wait_for: Path | None = None) -> subprocess.CompletedProcess | None:
+def _run(cfg_path: Path, inside: Path | None = None) -> subprocess.CompletedProcess | None:
+    """Run the config; with ``inside`` (a phase's log file), kill -9 once that file has a line
+    and the phase is not done yet: in the middle of the phase's work."""
     cmd = [sys.executable, "-m", "mcts_agent.cli.main", "--quiet", "iterate", "--config", str(cfg_path)]
-    if wait_for is None:
+    if inside is None:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 1200
-    while not wait_for.exists():
-        assert proc.poll() is None, "the run ended before the kill point"
+    while not (inside.exists() and inside.read_text().count("\n") >= 1):
+        assert proc.poll() is None, f"the run ended before {inside} had a line"
         assert time.monotonic() < deadline
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return None
@@ -63,9 +67,13 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
         (tmp_path / f"{d.name}.json").write_text(json.dumps({**TINY, "out_dir": str(d)}))
     done = _run(tmp_path / "a.json")
     assert done is not None and done.returncode == 0, done.stderr[-3000:]
-    # Kill b hard in the middle of iteration 1 (right after its search phase finished).
-    _run(tmp_path / "b.json", wait_for=b / "iter_1" / "search" / "DONE.json")
-    assert not (b / "result.json").exists()
+    # Kill b hard inside search (one of three trees written), inside training (one optimizer
+    # step logged, of three) and inside evaluation (one of three answers written).
+    it = b / "iter_1"
+    for inside in (it / "search" / "results.jsonl", it / "train" / "train_log.jsonl", it / "eval" / "greedy" / "results.jsonl"):
+        _run(tmp_path / "b.json", inside=inside)
+        assert not (inside.parent / "DONE.json").exists(), f"killed after {inside.parent} was done, not inside it"
+        assert not (b / "result.json").exists()
     eval0 = (b / "iter_0" / "eval" / "DONE.json").read_text()
     resumed = _run(tmp_path / "b.json")
     assert resumed is not None and resumed.returncode == 0, resumed.stderr[-3000:]
@@ -74,7 +82,9 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     assert _strip(ra) == _strip(rb)
     assert _answers(a) == _answers(b)
     train = json.loads((a / "iter_1" / "train" / "DONE.json").read_text())
-    assert train["steps"] == 2 and train["examples"] >= 1
+    assert train["steps"] == 3 and train["examples"] >= 1
+    logged = [json.loads(x) for x in (a / "iter_1" / "train" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss" in r] == [1, 2, 3]
 
     # A corrupted tree file: a clear error naming it, earlier phases intact.
     trees = b / "iter_1" / "search" / "trees.jsonl"

@@ -57,3 +57,52 @@ def test_refuses_to_mix_runs_without_resume(tmp_path) -> None:
 def test_wilson_interval() -> None:
     lo, hi = wilson_interval(5, 10)
     assert round(lo, 3) == 0.237 and round(hi, 3) == 0.763
+
+
+def test_resume_refuses_changed_settings_naming_them(tmp_path) -> None:
+    env = ToyMathEnv(max_steps=4)
+    run_tasks(toy_tasks(2), env, ScriptedBackend(script), SearchConfig(simulations=3), tmp_path, LenCritic(),
+              settings={"critic": "len"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(ConfigError, match=r"simulations 3 -> 5, temperature 0.8 -> 0.5\).*--extend"):
+        run_tasks(toy_tasks(3), env, ScriptedBackend(script), SearchConfig(simulations=5, temperature=0.5), tmp_path,
+                  LenCritic(), settings={"critic": "len"})
+    with pytest.raises(ConfigError, match=r"critic 'len' -> 'other'"):
+        run_tasks(toy_tasks(3), env, ScriptedBackend(script), SearchConfig(simulations=3), tmp_path, LenCritic(),
+                  settings={"critic": "other"})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # nothing touched
+    # Speed-only fields may change; more tasks with the same settings just continue.
+    s = run_tasks(toy_tasks(3), env, ScriptedBackend(script), SearchConfig(simulations=3, max_trees_in_flight=1),
+                  tmp_path, LenCritic(), settings={"critic": "len"})
+    assert s.tasks == 3
+
+
+def test_extend_continues_with_new_settings_and_records_both(tmp_path) -> None:
+    env = ToyMathEnv(max_steps=4)
+    run_tasks(toy_tasks(2), env, ScriptedBackend(script), SearchConfig(simulations=3), tmp_path, LenCritic())
+    s = run_tasks(toy_tasks(3), env, ScriptedBackend(script), SearchConfig(simulations=5), tmp_path, LenCritic(),
+                  extend=True)
+    assert s.tasks == 3
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["settings"]["simulations"] == 5
+    assert [(e["settings"]["simulations"], e["tasks_done"]) for e in run["earlier"]] == [(3, 2)]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["simulations"] == 5 and [x["tasks"] for x in summary["sessions"]] == [2, 1]
+
+
+def test_rerun_of_finished_run_keeps_its_timings(tmp_path) -> None:
+    env, cfg = ToyMathEnv(max_steps=4), SearchConfig(simulations=3)
+    first = run_tasks(toy_tasks(2), env, ScriptedBackend(script), cfg, tmp_path, LenCritic())
+    written = json.loads((tmp_path / "summary.json").read_text())
+    again = run_tasks(toy_tasks(2), env, ScriptedBackend(script), cfg, tmp_path, LenCritic())
+    assert again.seconds == first.seconds > 0
+    assert json.loads((tmp_path / "summary.json").read_text())["sessions"] == written["sessions"]
+    assert len(written["sessions"]) == 1 and written["sessions"][0]["tasks"] == 2
+
+
+def test_trees_carry_gold_and_correctness_for_viewers(tmp_path) -> None:
+    run_tasks(toy_tasks(2), ToyMathEnv(max_steps=4), ScriptedBackend(script), SearchConfig(simulations=2), tmp_path,
+              LenCritic())
+    metas = {t.task_id: t.meta for t in load_trees(tmp_path / "trees.jsonl")}
+    assert metas["t1"]["gold"] == "2" and metas["t1"]["correct"] is True
+    assert metas["t0"]["correct"] is False

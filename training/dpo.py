@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mcts_agent.errors import ConfigError, TrainingDataError
-from mcts_agent.training.finetune import (FinetuneConfig, TrainResult, finish, load_policy, lora_config, resolve_model_path,
-                               split_train_eval, trainer_args, use_bf16)
+from mcts_agent.training.finetune import (FinetuneConfig, TrainResult, finish, load_policy, log_callback, lora_config,
+                                         resolve_model_path, split_train_eval, trainer_args, use_bf16)
 
 if TYPE_CHECKING:
     import datasets
@@ -190,7 +190,7 @@ def train_dpo(model_path: str | None, dataset: "datasets.Dataset | datasets.Data
     trainer_cls = _make_trainer_class()
     trainer = trainer_cls(model=model, ref_model=None, args=args, train_dataset=train, eval_dataset=val,
                           processing_class=tok, peft_config=lora_config(cfg), append_eos=cfg.append_eos,
-                          smoothing=smoothing)
+                          smoothing=smoothing, callbacks=[log_callback(cfg)])
     if len(trainer.train_dataset) == 0:
         raise TrainingDataError(f"all {len(train)} training pairs have prompts of max_length={cfg.max_length} tokens "
                                 "or more, so nothing is left to train on: raise max_length")

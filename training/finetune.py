@@ -155,6 +155,27 @@ def trainer_args(cfg: FinetuneConfig, bf16: bool, has_eval: bool) -> dict[str, A
     )
 
 
+def log_callback(cfg: FinetuneConfig) -> Any:
+    """A TrainerCallback that appends every logged step (loss, learning rate, ...) to
+    ``output_dir/train_log.jsonl`` as it happens, so a long run can be followed and a killed
+    one shows how far it got."""
+    from transformers import TrainerCallback
+
+    path = Path(cfg.output_dir) / "train_log.jsonl"
+
+    class JsonlLog(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("", encoding="utf-8")
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            row = {"step": state.global_step, **{k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}}
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+
+    return JsonlLog()
+
+
 def split_train_eval(dataset: "datasets.Dataset | datasets.DatasetDict") -> tuple["datasets.Dataset", "datasets.Dataset | None"]:
     """(train, eval): a DatasetDict's 'train'/'validation', or a Dataset split by its ``split`` column."""
     import datasets

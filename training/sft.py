@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mcts_agent.errors import TrainingDataError
-from mcts_agent.training.finetune import (FinetuneConfig, TrainResult, finish, load_policy, lora_config, resolve_model_path,
-                               split_train_eval, trainer_args, use_bf16)
+from mcts_agent.training.finetune import (FinetuneConfig, TrainResult, finish, load_policy, log_callback, lora_config,
+                                         resolve_model_path, split_train_eval, trainer_args, use_bf16)
 
 if TYPE_CHECKING:
     import datasets
@@ -48,7 +48,7 @@ def train_sft(model_path: str | None, dataset: "datasets.Dataset | datasets.Data
     t1 = time.perf_counter()
     args = SFTConfig(**trainer_args(cfg, bf16, val is not None), completion_only_loss=True, packing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=val, processing_class=tok,
-                         peft_config=lora_config(cfg))
+                         peft_config=lora_config(cfg), callbacks=[log_callback(cfg)])
     t2 = time.perf_counter()
     trainer.train()
     phases = {"load": t1 - t0, "prepare": t2 - t1, "train": time.perf_counter() - t2}

@@ -7,6 +7,8 @@ import logging
 
 import typer
 
+from mcts_agent.cli import options  # noqa: F401 - flags show no "<bool>" in --help
+
 app = typer.Typer(
     name="mcts-agent",
     help="Search-centric LLM agents: batched MCTS, critic LLMs, step-level DPO.",

@@ -11,48 +11,60 @@ from tqdm import tqdm
 
 from mcts_agent.cli import common
 from mcts_agent.llm.scripted import ScriptedBackend
-from mcts_agent.runner import RunSummary, check_fresh, run_tasks
+from mcts_agent.llm.spec import BackendSpec
+from mcts_agent.runner import RunSummary, check_fresh, check_settings, run_settings, run_tasks
 from mcts_agent.search import Algo, SearchConfig
 
 NEEDS_CRITIC = {Algo.MCTS, Algo.BEAM, Algo.BEST_OF_N}
 
 
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class SearchJob:
-    env: str
-    algos: list[str]
-    out: Path
-    data: str | None = None
-    split: str = "test"
-    limit: int | None = None
-    backend: str = "transformers"
-    model: str | None = None
-    base_url: str | None = None
-    critic: str = "self-eval"
-    reward_mode: str = "none"
-    max_steps: int = 6
+    """One ``mcts-agent search``: which tasks, which algorithms, where to write (the CLI's options)."""
+
+    env: str = _opt(..., "Environment, e.g. math/gsm8k, code/mbpp, tool/bfcl-simple_python, textcraft "
+                         "(`mcts-agent envs` lists them).")
+    algos: list[str] = field(default_factory=lambda: ["mcts"], metadata={
+        "help": "Search algorithm; repeat to compare several on the same tasks: mcts | greedy | bon | sc | beam."})
+    out: Path = _opt(Path("runs/search"), "Output directory (one sub-folder per algorithm).")
+    data: str | None = _opt(None, "Task file (JSONL), folder with {split}.jsonl, or a `datasets` id; env default if omitted.")
+    split: str = _opt("test", "Dataset split.")
+    limit: int | None = _opt(None, "Search only the first N tasks (in file order; see --task-seed).")
+    task_seed: int | None = _opt(None, "Shuffle the tasks with this seed before --limit, to search a random sample "
+                                       "(generated envs such as math/arithmetic: the seed that generates them).")
+    critic: str = _opt("self-eval", "Critic for MCTS, beam and best-of-N: self-eval | verifier | rollout | judge | none "
+                                    "| an ensemble such as self-eval:0.5,verifier:0.5.")
+    reward_mode: str = _opt("none", "none (evaluation: gold never reaches search) | outcome (training).")
+    max_steps: int | None = _opt(None, "Step budget of an episode (ends it as truncated); the env's default if omitted.")
+    resume: bool = _opt(True, "Continue a killed or finished run in --out (same settings only; see --extend).")
+    extend: bool = _opt(False, "Resume a run whose settings differ: finished tasks keep their trees, the rest are "
+                               "searched with the new settings (run.json records both).")
+    viewer: bool = _opt(True, "Write viewer.html beside the trees.")
+    policy: BackendSpec = field(default_factory=BackendSpec)
     search: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    resume: bool = True
-    viewer: bool = True
 
 
 def run_job(job: SearchJob) -> list[RunSummary]:
     """Load tasks, env, backend and critic once; search with each algorithm; print the table."""
     from mcts_agent import envs
     from mcts_agent.critics import make_critic
-    from mcts_agent.llm import load_backend
 
-    configs = [SearchConfig.from_dict({**job.search, "algo": a}) for a in job.algos]  # validate before loading
+    # Everything that can be wrong with the input is checked before a model loads.
+    configs = [SearchConfig.from_dict({**job.search, "algo": a}) for a in job.algos]
     check_out_dir(job.out, [c.algo.value for c in configs])
     for cfg in configs:
         check_fresh(job.out / cfg.algo.value, job.resume)
-    tasks = envs.load_tasks(job.env, path=job.data, split=job.split, limit=job.limit, seed=job.seed)
-    env = envs.make(job.env, max_steps=job.max_steps, reward_mode=job.reward_mode)
-    if any(cfg.algo in NEEDS_CRITIC for cfg in configs):  # a bad critic name or option fails before the model loads
+        check_settings(job.out / cfg.algo.value, run_settings(cfg, job.env, _settings(job, cfg)), extend=job.extend)
+    tasks = envs.load_tasks(job.env, path=job.data, split=job.split, limit=job.limit, seed=job.task_seed)
+    env_kwargs = {"max_steps": job.max_steps} if job.max_steps is not None else {}
+    env = envs.make(job.env, reward_mode=job.reward_mode, **env_kwargs)
+    if any(cfg.algo in NEEDS_CRITIC for cfg in configs):
         make_critic(job.critic, ScriptedBackend(lambda prompt, i: ""), env)
-    kwargs = {"base_url": job.base_url} if job.base_url else {}
-    policy = load_backend(job.backend, job.model, **kwargs)
+    policy = job.policy.load()
     summaries = []
     try:
         for cfg in configs:
@@ -65,7 +77,7 @@ def run_job(job: SearchJob) -> list[RunSummary]:
                 bar.refresh()
 
             summary = run_tasks(tasks, env, policy, cfg, out_dir, critic, env_id=job.env, resume=job.resume,
-                                progress=progress)
+                                extend=job.extend, settings=_settings(job, cfg), progress=progress)
             bar.close()
             if job.viewer:
                 _write_viewer(out_dir)
@@ -74,6 +86,12 @@ def run_job(job: SearchJob) -> list[RunSummary]:
         policy.close()
     print_table(summaries)
     return summaries
+
+
+def _settings(job: SearchJob, cfg: SearchConfig) -> dict[str, Any]:
+    """What besides the search config decides this run's trees (a resumed run must match it)."""
+    return {"critic": job.critic if cfg.algo in NEEDS_CRITIC else None, "reward_mode": job.reward_mode,
+            "max_steps": job.max_steps, "backend": job.policy.backend, "model": job.policy.model}
 
 
 def check_out_dir(out: Path, algos: list[str]) -> None:

@@ -157,6 +157,13 @@ def resolve_model(model: str | None = None, cache_dir: str | Path | None = None,
             f"model path {path} does not exist; expected a local model directory with config.json, "
             "a Hugging Face model id (org/name), or 'embedded'"
         )
+    from mcts_agent import hub
+
+    if not hub.model_cached(model) and not hub.hub_reachable():
+        raise ModelLoadError(
+            f"model {model!r} is not a local directory, not in the Hugging Face cache, and the Hub cannot be "
+            "reached (offline); expected a local model directory with config.json, a .gguf file, or 'embedded'"
+        )
     return model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from mcts_agent.errors import ConfigError
 from mcts_agent.executor import EXECUTORS
@@ -61,6 +61,9 @@ class SearchConfig:
     seed: int = _opt(0, "seed for sampling; the same seed gives the same trees")
     env_workers: int = _opt(1, "env steps run at once: a round's steps go to this many workers in one batched call")
     env_executor: str = _opt("thread", "where env steps run: serial | thread | process")
+
+    # Fields that change how fast a run goes, not which trees it searches.
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("max_trees_in_flight", "env_workers", "env_executor")
 
     def __post_init__(self) -> None:
         for name, enum_type in (("algo", Algo), ("selection", Selection), ("answer_rule", AnswerRule)):
