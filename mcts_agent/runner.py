@@ -31,6 +31,9 @@ from mcts_agent.search import Planner, SearchConfig
 from mcts_agent.tree import Tree
 
 
+GRADED_ANSWERS = 16  # terminal checks per tree for the viewer (a code answer costs a sandbox run)
+
+
 @dataclass
 class RunSummary:
     algo: str
@@ -182,6 +185,7 @@ def run_tasks(tasks: Sequence[Task], env: SearchEnv, backend: Backend, config: S
                 record = _score(env, by_id[tree.task_id], tree)
                 tree.meta["correct"] = record["correct"]
                 tree.meta["gold"] = json_safe(by_id[tree.task_id].answer)  # for viewers; search never saw it
+                tree.meta["terminal_correct"] = _grade_terminals(env, by_id[tree.task_id], tree)
                 append_tree(trees_path, tree)
                 results.write(json.dumps(record, ensure_ascii=False) + "\n")
                 results.flush()
@@ -230,6 +234,36 @@ def _score(env: SearchEnv, task: Task, tree: Tree) -> dict[str, Any]:
     return {"task_id": task.id, "answer": tree.answer, "gold": task.answer, "correct": correct,
             "nodes": len(tree.nodes), "generated_tokens": int(tree.stats.get("generated_tokens", 0)),
             "policy_calls": int(tree.stats.get("policy_calls", 0)), "seconds": tree.stats.get("seconds", 0.0)}
+
+
+def _grade_terminals(env: SearchEnv, task: Task, tree: Tree, limit: int = GRADED_ANSWERS) -> dict[str, bool]:
+    """The env's verdict on each terminal node of a finished tree, by node id, so viewers colour
+    every answer by correctness. In single-step-answer envs nodes with the same answer share one
+    check; after ``limit`` checks the rest stay ungraded (a code answer costs a sandbox run)."""
+    verdicts: dict[str, bool] = {}
+    seen: dict[str, bool] = {}
+    share = not getattr(env, "turn_based", False)  # an agent's episode is judged whole, not by its last reply
+    checks = 0
+    for i, n in enumerate(tree.nodes):
+        key = n.answer if share and isinstance(n.answer, str) else None
+        if not n.terminal:
+            continue
+        if key is not None and key in seen:
+            verdicts[str(i)] = seen[key]
+            continue
+        if checks >= limit:
+            continue
+        if n.state is not None and hasattr(env, "verify_state"):
+            ok = bool(env.verify_state(n.state, task))
+        elif isinstance(n.answer, str):
+            ok = bool(env.verify(n.answer, task))
+        else:
+            continue
+        checks += 1
+        verdicts[str(i)] = ok
+        if key is not None:
+            seen[key] = ok
+    return verdicts
 
 
 def _drop_unfinished_trees(trees_path: Path, finished: set[str]) -> None:

@@ -167,7 +167,10 @@ def test_gsm8k_loader_datasets_id(monkeypatch: pytest.MonkeyPatch) -> None:
             raise ConnectionError("Couldn't reach 'nobody/nothing' on the Hub")
         return [{"question": "2 + 2?", "answer": "2 + 2 = 4\n#### 4"}]
 
+    from mcts_agent import hub
+
     monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)  # as online: the hub is tried
     tasks = load_gsm8k("openai/gsm8k", split="train")
     assert calls == [("openai/gsm8k", "main", "train")]
     assert tasks == [Task(id="gsm8k-train-0", question="2 + 2?", answer="4", meta={"split": "train", "index": 0})]

@@ -132,6 +132,45 @@ def test_viewer_embeds_the_data_losslessly() -> None:
     assert t0["summary"] == {"nodes": 6, "max_depth": 2, "terminals": 2, "distinct_answers": 2}
 
 
+def test_viewer_title_names_the_environment_and_tree_count() -> None:
+    title = lambda page: re.search(r"<title>(.*?)</title>", page).group(1)
+    assert title(render_viewer([sample(0), sample(1)])) == "mcts-agent trees: math (2 trees)"
+    t = sample(0)
+    t.env_id, t.meta["env_id"] = "", "gsm8k"  # meta's env_id (written by search) is read too
+    assert title(render_viewer([t])) == "mcts-agent trees: gsm8k (1 tree)"
+    bare = Tree(tree_id="x", task_id="x", question="q")
+    assert title(render_viewer([bare, sample(0)])) == "mcts-agent trees: math (2 trees)"
+    assert title(render_viewer([bare])) == "mcts-agent trees (1 tree)"
+    assert title(render_viewer([sample(0)], title="my run")) == "my run"  # an explicit title wins
+    assert _embedded(render_viewer([sample(0)]))["title"] == "mcts-agent trees: math (1 tree)"
+
+
+def test_viewer_embeds_prompt_deltas_once_and_only_when_recorded() -> None:
+    assert "context" not in _embedded(render_viewer([sample()]))["trees"][0]["nodes"]  # nothing recorded: no column
+    t = sample()
+    obs = "The tool replied with a long observation: " + EVIL
+    t.nodes[1].observation = obs
+    t.record_prompt(0, "SYSTEM <s>\nQ: " + t.question + "\nA:")
+    t.record_prompt(1, t.prompt(0) + t.nodes[1].action + "\nTool: " + obs + "\nA:")
+    t.record_prompt(2, "a rewritten prompt")
+    t.record_prompt(3, t.prompt(1) + t.nodes[3].action + "\nshort")
+    nodes = _embedded(render_viewer([t]))["trees"][0]["nodes"]
+    # deltas from the parent's prompt; the question and the observation (held elsewhere) are not repeated
+    assert nodes["context"] == [["SYSTEM <s>\nQ: ", "\nA:"], ["\nTool: ", "\nA:"], "a rewritten prompt", "\nshort", None, None]
+    assert nodes["context_full"] == [False, False, True, False, False, False]
+
+
+def test_viewer_has_no_external_references_outside_the_data(tmp_path: Path) -> None:
+    t = sample()
+    t.nodes[1].action += " see https://example.com/a and http://example.org/b"
+    t.meta["gold"] = "42"
+    page = render_viewer([t])
+    data = re.search(r'<script type="application/json" id="mcts-data">.*?</script>', page, re.S).group(0)
+    assert "https://example.com/a" in data  # step text is data, kept as is
+    assert not re.search(r"https?://", page.replace(data, ""))  # the page itself (code, styles, SVG) names no URL
+    assert _embedded(page)["trees"][0]["meta"]["gold"] == "42"  # the gold answer reaches the page
+
+
 # ----- statistics -------------------------------------------------------------------------
 def test_tree_stats() -> None:
     s = tree_stats(sample())

@@ -106,3 +106,14 @@ def test_trees_carry_gold_and_correctness_for_viewers(tmp_path) -> None:
     metas = {t.task_id: t.meta for t in load_trees(tmp_path / "trees.jsonl")}
     assert metas["t1"]["gold"] == "2" and metas["t1"]["correct"] is True
     assert metas["t0"]["correct"] is False
+
+
+def test_every_terminal_node_is_graded_by_the_env_for_viewers(tmp_path) -> None:
+    run_tasks(toy_tasks(2), ToyMathEnv(max_steps=4), ScriptedBackend(script), SearchConfig(simulations=2), tmp_path,
+              LenCritic())
+    trees = {t.task_id: t for t in load_trees(tmp_path / "trees.jsonl")}
+    for task_id, gold in (("t0", "1"), ("t1", "2")):
+        nodes = trees[task_id].nodes
+        graded = trees[task_id].meta["terminal_correct"]
+        assert graded and set(graded) == {str(i) for i, n in enumerate(nodes) if n.terminal}
+        assert all(ok == (nodes[int(i)].answer == gold) for i, ok in graded.items())

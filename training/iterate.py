@@ -16,12 +16,13 @@ which it redoes from scratch, so it ends with the same result as an uninterrupte
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from mcts_agent.errors import ConfigError, TrainingDataError
 from mcts_agent.io import atomic_write_json
@@ -86,16 +87,31 @@ class IterateRun:
     # ----- phases ---------------------------------------------------------------------
     def search(self, policy: str | None, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
-        from mcts_agent.critics import make_critic
-        from mcts_agent.llm import load_backend
         from mcts_agent.runner import run_tasks
 
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="outcome")
-        with load_backend("transformers", policy, seed=self.cfg.seed) as backend:
+        with self._backends("backend", policy) as (backend, critic_backend):
             s = run_tasks(self.tasks("train"), env, backend, self.cfg.search_config(), folder,
-                          make_critic(self.cfg.critic, backend, env), env_id=self.cfg.env)
+                          self._critic(self.cfg.critic, critic_backend, env), env_id=self.cfg.env)
             tokens = backend.stats.generated_tokens
         return {"accuracy": s.accuracy, "tasks": s.tasks, "generated_tokens": tokens}
+
+    @contextlib.contextmanager
+    def _backends(self, name: str, policy: str | None) -> Iterator[tuple[Any, Any]]:
+        """(policy backend, critic backend) for one phase; both are closed when it ends, so
+        no engine, server connection or memory crosses into the next phase."""
+        spec = self.cfg.backend_spec(name, policy)
+        critic_spec = self.cfg.backend_spec("critic_backend")
+        with contextlib.ExitStack() as stack:
+            backend = stack.enter_context(spec.load(seed=self.cfg.seed))
+            critic = stack.enter_context(critic_spec.load(seed=self.cfg.seed)) if critic_spec else backend
+            yield backend, critic
+
+    @staticmethod
+    def _critic(name: str, backend: Any, env: Any) -> Any:
+        from mcts_agent.critics import make_critic
+
+        return make_critic(name, backend, env)
 
     def pairs(self, k: int, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
@@ -158,16 +174,14 @@ class IterateRun:
 
     def evaluate(self, k: int, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
-        from mcts_agent.critics import make_critic
-        from mcts_agent.llm import load_backend
         from mcts_agent.runner import run_tasks
 
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="none")
         out: dict[str, Any] = {}
-        with load_backend("transformers", self.policy(k), seed=self.cfg.seed) as backend:
+        with self._backends("eval_backend", self.policy(k)) as (backend, critic_backend):
             for algo in self.cfg.eval_algos:
                 sc = self.cfg.eval_config(algo)
-                critic = make_critic(self.cfg.eval_critic, backend, env) if algo in ("mcts", "beam", "bon") else None
+                critic = self._critic(self.cfg.eval_critic, critic_backend, env) if algo in ("mcts", "beam", "bon") else None
                 s = run_tasks(self.tasks("eval"), env, backend, sc, folder / algo, critic, env_id=self.cfg.env)
                 out[algo] = {"accuracy": s.accuracy, "ci95": list(s.ci95), "correct": s.correct, "tasks": s.tasks,
                              "tokens_per_task": s.tokens_per_task}

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mcts_agent.errors import ConfigError
+from mcts_agent.llm.spec import BackendSpec
 from mcts_agent.search import SearchConfig
 from mcts_agent.training.dpo import DPOTrainConfig
 from mcts_agent.training.sft import SFTTrainConfig
@@ -36,6 +37,12 @@ class IterateConfig:
     train_seed: int = _opt(1, "Seed choosing (or generating) the train tasks.")
     eval_seed: int = _opt(2, "Seed choosing (or generating) the held-out tasks.")
     model: str | None = _opt(None, "Initial policy: HF id or local dir; the embedded model if None.")
+    backend: dict[str, Any] = _opt({"backend": "transformers"}, "BackendSpec of the policy's training searches: "
+                                   "backend transformers | vllm | openai and its options (device, cache_dir, "
+                                   "base_url); the model is the policy of each iteration.")
+    eval_backend: dict[str, Any] | None = _opt(None, "BackendSpec of the held-out evaluation; None: as backend.")
+    critic_backend: dict[str, Any] | None = _opt(None, "BackendSpec, with its own model, of a fixed critic model; "
+                                                 "None: critics read the policy's own backend.")
     method: str = _opt("dpo", "dpo: step-level MCTS-DPO | sft: rejection-sampling SFT on correct paths (STaR baseline) "
                               "| revision: Agent-R, SFT on revision trajectories plus correct paths.")
     max_examples: int | None = _opt(None, "Cap on training examples per iteration (pairs or SFT records); None: all.")
@@ -69,12 +76,40 @@ class IterateConfig:
             unknown = sorted(set(value) - known)
             if unknown:
                 raise ConfigError(f"IterateConfig.{name}: unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}")
+        for name in ("backend", "eval_backend", "critic_backend"):
+            self.backend_spec(name)
         self.search_config()
         for algo in self.eval_algos:
             self.eval_config(algo)
         PairConfig(**self.pairs)
         DPOTrainConfig(**{**self.dpo, "output_dir": "unused"})
         SFTTrainConfig(**{**self.sft, "output_dir": "unused"})
+
+    def backend_spec(self, name: str, model: str | None = None) -> BackendSpec | None:
+        """The BackendSpec in field ``name`` (``eval_backend`` falls back to ``backend``) with ``model``."""
+        value = getattr(self, name)
+        if value is None:
+            return self.backend_spec("backend", model) if name == "eval_backend" else None
+        if not isinstance(value, dict):
+            raise ConfigError(f"IterateConfig.{name} must be an object of BackendSpec fields, got {value!r}")
+        known = {f.name for f in fields(BackendSpec)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"IterateConfig.{name}: unknown BackendSpec keys {unknown}; known keys: {sorted(known)}")
+        if name != "critic_backend" and value.get("backend") == "openai":
+            raise ConfigError(f"IterateConfig.{name}: backend 'openai' cannot serve each iteration's new policy yet "
+                              "(the loop does not hand a server new weights); use transformers or vllm, or "
+                              "openai as critic_backend")
+        if name != "critic_backend" and "model" in value:
+            raise ConfigError(f"IterateConfig.{name} names a model; the policy's model is IterateConfig.model "
+                              "(then each iteration's trained policy)")
+        try:
+            spec = BackendSpec(**value)
+        except ConfigError as e:
+            raise ConfigError(f"IterateConfig.{name}: {e}") from None
+        if name != "critic_backend":
+            spec.model = model
+        return spec
 
     def search_config(self) -> SearchConfig:
         return SearchConfig.from_dict({"seed": self.seed, **self.search})

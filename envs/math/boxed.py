@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from mcts_agent.envs.base import RewardMode, Task
 from mcts_agent.envs.loading import read_records, require_field, select
-from mcts_agent.envs.math.answers import find_boxed, is_equivalent
+from mcts_agent.envs.math.answers import boxed_equivalent, find_boxed
 from mcts_agent.envs.math.common import MathEnv
 from mcts_agent.errors import EnvError
 
@@ -19,7 +19,9 @@ SAMPLE_TASKS = (
 
 class BoxedEnv(MathEnv):
     """A step is final when it contains a non-empty ``\\boxed{...}``; answers are compared
-    by value with math-verify (``\\frac{3}{4}`` == ``0.75``)."""
+    by value with math-verify (``\\frac{3}{4}`` == ``0.75``). A numeric gold is checked
+    through ``normalize_numeric`` first, as in GSM8K (``boxed_equivalent``): "1\\,000" is
+    1000, "7 \\text{ or } 8" is wrong."""
 
     answer_format = "The answer is \\boxed{N}."
     example_question = "What is $\\frac{1}{2} + \\frac{1}{3}$?"
@@ -40,7 +42,7 @@ class BoxedEnv(MathEnv):
         return find_boxed(step) or None
 
     def verify(self, answer: str | None, task: Task) -> bool:
-        return task.answer is not None and is_equivalent(answer, task.answer)
+        return task.answer is not None and boxed_equivalent(answer, task.answer)
 
 
 def load_boxed(path_or_id: str | os.PathLike[str] | None, split: str = "test", limit: int | None = None,

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from mcts_agent.envs.base import RewardMode, Task
 from mcts_agent.envs.loading import read_records, require_field, select
-from mcts_agent.envs.math.answers import extract_number, find_final, is_equivalent
+from mcts_agent.envs.math.answers import find_final, normalize_numeric, numeric_equivalent
 from mcts_agent.envs.math.common import MathEnv
 from mcts_agent.errors import EnvError
 
@@ -24,7 +24,9 @@ class GSM8KEnv(MathEnv):
     """Word problems answered with a number; the final step is "The answer is N."
 
     A step is final when it states an answer ("The answer is 18.", "#### 18", ``\\boxed{18}``)
-    that contains a number; "The answer is unclear." is just another step.
+    that is one unambiguous number; "The answer is unclear." or "The answer is 7 or 8." is
+    just another step. Extraction and ``verify`` read numbers with the same
+    ``normalize_numeric``, so "18 eggs", "$18" and "The answer is 18." all verify against 18.
     """
 
     def __init__(self, tasks: Sequence[Task] = (), *, data: str | None = None, split: str = "test",
@@ -37,18 +39,17 @@ class GSM8KEnv(MathEnv):
                          reward_mode=reward_mode, render_mode=render_mode)
 
     def extract_answer(self, step: str) -> str | None:
-        return extract_number(find_final(step))
+        return normalize_numeric(find_final(step))
 
     def verify(self, answer: str | None, task: Task) -> bool:
-        return task.answer is not None and is_equivalent(answer, task.answer)
+        return task.answer is not None and numeric_equivalent(answer, task.answer)
 
 
 def gold_from_solution(solution: str) -> str | None:
     """The gold number of a GSM8K solution ("... #### 1,000" -> "1000"), or None."""
     if "####" in solution:
-        return extract_number(solution.rsplit("####", 1)[1])
-    number = extract_number(solution)  # a bare gold number ("18", "1,000") is accepted too
-    return number if number == solution.strip().replace(",", "") else None
+        return normalize_numeric(solution.rsplit("####", 1)[1])
+    return normalize_numeric(solution, plain=True)  # a bare gold number ("18", "1,000") is accepted too
 
 
 def load_gsm8k(path_or_id: str | os.PathLike[str] | None, split: str = "test", limit: int | None = None,

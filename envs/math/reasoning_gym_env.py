@@ -9,11 +9,10 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 from typing import Any, Mapping, Sequence
 
 from mcts_agent.envs.base import RewardMode, Task
-from mcts_agent.envs.math.answers import extract_number, find_final
+from mcts_agent.envs.math.answers import answer_value, find_final, normalize_numeric
 from mcts_agent.envs.math.common import MathEnv
 from mcts_agent.errors import EnvError
 
@@ -21,7 +20,6 @@ from mcts_agent.errors import EnvError
 # (Not allow_parentheses=False: reasoning-gym 0.1.25's simple generator writes "a / b" with
 # a gold of a * c when no exact divisor exists.)
 ARITHMETIC_CONFIG: Mapping[str, Any] = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
-_PLAIN_NUMBER = re.compile(r"^[-$\\]*[\d,]*\.?\d+%?$")
 
 
 def dataset_names() -> list[str]:
@@ -109,14 +107,22 @@ class ReasoningGymEnv(MathEnv):
 
     def extract_answer(self, step: str) -> str | None:
         text = find_final(step)
-        if text is not None and _PLAIN_NUMBER.match(text):
-            return extract_number(text)  # "$1,000" -> "1000": reasoning-gym compares strings
-        return text
+        number = normalize_numeric(text, plain=True)  # "$1,000" -> "1000": reasoning-gym compares strings
+        return number if number is not None else text
 
     def score(self, answer: str | None, task: Task) -> float:
-        """reasoning-gym's score for ``answer`` (0 to 1); 0 when the task's gold is hidden."""
+        """reasoning-gym's score for ``answer`` (0 to 1); 0 when the task's gold is hidden.
+
+        When the gold is a plain number, the answer is first read by ``normalize_numeric``
+        (as in GSM8K: "19 apples" -> "19"; an ambiguous "19 or 20" scores 0); other golds
+        (words, lists, expressions) are scored on the answer text as given.
+        """
         if task.answer is None or answer is None:
             return 0.0
+        if normalize_numeric(task.answer, plain=True) is not None:
+            answer = answer_value(answer)
+            if answer is None:
+                return 0.0
         dataset, entry = self._entry(task)
         try:
             return float(dataset.score_answer(answer, entry))

@@ -106,7 +106,7 @@ def export(
     elif fmt is Format.html:
         from mcts_agent.export.viewer import write_viewer
 
-        _write(out, "the viewer", lambda: write_viewer(trees, out, title=title or trees_file.name))
+        _write(out, "the viewer", lambda: write_viewer(trees, out, title=title))
     else:
         from mcts_agent.export.analysis import aggregate_stats
         from mcts_agent.io import atomic_write_json
@@ -123,7 +123,7 @@ def view(
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write the page. Default: the input name with .html."),
     open_: bool = typer.Option(False, "--open/--no-open", help="Open the page in the default web browser."),
     only: list[str] = TREE_OPT,
-    title: str | None = typer.Option(None, "--title", help="Page title. Default: the input file name."),
+    title: str | None = typer.Option(None, "--title", help="Page title. Default: the env and the number of trees."),
 ) -> None:
     """Write a self-contained offline HTML viewer for search trees and print its path."""
     from mcts_agent.export.viewer import write_viewer
@@ -131,7 +131,7 @@ def view(
     out = out or trees_file.with_suffix(".html")
     _check_out(out, trees_file)
     trees = _load(trees_file, only)
-    _write(out, "the viewer", lambda: write_viewer(trees, out, title=title or trees_file.name))
+    _write(out, "the viewer", lambda: write_viewer(trees, out, title=title))
     typer.echo(str(out))
     if open_ and not webbrowser.open(out.resolve().as_uri()):
         typer.secho(f"could not open a browser; open {out.resolve().as_uri()} yourself", err=True)

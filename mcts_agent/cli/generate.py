@@ -62,8 +62,8 @@ def generate(
 
 
 _own = [p for p in inspect.signature(generate).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-command(generate, _own, option_params(BackendSpec, names={"backend": ("--backend", "-b"), "model": ("--model", "-m")},
-                                      panel="Model"))
+command(generate, _own, option_params(BackendSpec, skip=("options",), panel="Model",
+                                      names={"backend": ("--backend", "-b"), "model": ("--model", "-m")}))
 
 
 def _record(prompt: int, sample: int, c: Any) -> dict[str, Any]:

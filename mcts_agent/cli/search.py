@@ -29,7 +29,7 @@ def search(**options: Any) -> None:
 
 command(search,
         option_params(SearchJob, skip=("policy", "search"), names={"algos": ("--algo",)}, panel="Run"),
-        option_params(BackendSpec, panel="Model"),
+        option_params(BackendSpec, skip=("options",), panel="Model"),
         option_params(SearchConfig, skip=("algo",), panel="Search (SearchConfig)"))
 
 

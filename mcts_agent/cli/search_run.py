@@ -107,7 +107,7 @@ def _write_viewer(out_dir: Path) -> None:
     from mcts_agent.export.viewer import write_viewer
     from mcts_agent.io import load_trees
 
-    write_viewer(load_trees(out_dir / "trees.jsonl"), out_dir / "viewer.html", title=f"mcts-agent: {out_dir}")
+    write_viewer(load_trees(out_dir / "trees.jsonl"), out_dir / "viewer.html")
 
 
 def print_table(summaries: list[RunSummary]) -> None:
