@@ -48,21 +48,29 @@ def test_iterate_on_vllm_serves_the_trained_policy(tmp_path: Path, monkeypatch: 
         original(self, model, **kwargs)
 
     monkeypatch.setattr(vllm_backend.VLLMBackend, "__init__", spy)
-    cfg = IterateConfig(
-        out_dir=str(tmp_path / "run"), env="math/arithmetic", train_tasks=2, eval_tasks=2, iterations=1, max_steps=3,
-        backend={"backend": "vllm", "options": {"max_model_len": 1024}}, critic="verifier",
-        search={"algo": "mcts", "simulations": 2, "branching": 3, "max_step_tokens": 24, "max_solution_tokens": 64},
-        eval_algos=["greedy"], eval_search={"max_solution_tokens": 48}, pairs={"q_margin": 0.0},
-        dpo={"max_steps": 2, "batch_size": 2, "max_length": 256, "learning_rate": 5e-4})
+    from tests.test_iterate import TINY
+
+    # step-level evaluation (MCTS): each step's logprob comes from the served weights
+    cfg = IterateConfig(**{**TINY, "out_dir": str(tmp_path / "run"), "eval_tasks": 2, "eval_algos": ["mcts"],
+                           "eval_search": {"simulations": 2, "branching": 2, "max_step_tokens": 24},
+                           "backend": {"backend": "vllm", "options": {"max_model_len": 1024}}})
     result = run_iterate(cfg)
     root = tmp_path / "run"
     merged = str(root / "iter_1" / "train" / "merged")
+    assert result["history"][1]["train"]["steps"] == TINY["dpo"]["max_steps"], result["history"][1]
     assert loaded[-1] == merged and len(loaded) == 3  # eval 0, search 1 (the initial model), eval 1 (the trained one)
-    assert result["history"][1]["train"]["steps"] == 2
 
     def logprobs(k: int) -> dict[str, list[float]]:
-        trees = load_trees(root / f"iter_{k}" / "eval" / "greedy" / "trees.jsonl")
+        trees = load_trees(root / f"iter_{k}" / "eval" / "mcts" / "trees.jsonl")
         return {t.task_id: [round(n.logprob, 6) for n in t.nodes[1:]] for t in trees}
 
-    assert logprobs(0) != logprobs(1)  # iteration 1 was evaluated with the new weights
-    assert json.loads((root / "iter_1" / "eval" / "DONE.json").read_text())["greedy"]["tasks"] == 2
+    before, after = logprobs(0), logprobs(1)
+    assert any(x != 0.0 for v in before.values() for x in v) and before != after  # iteration 1 was evaluated with the new weights
+    assert json.loads((root / "iter_1" / "eval" / "DONE.json").read_text())["mcts"]["tasks"] == 2
+
+
+def test_docs_list_every_iterate_field_as_the_config_defines_it() -> None:
+    from mcts_agent.training.config_table import config_table
+
+    doc = (Path(__file__).parent.parent / "docs" / "iterate.md").read_text()
+    assert config_table(IterateConfig) in doc, "regenerate the table: python -m mcts_agent.training.config_table"
