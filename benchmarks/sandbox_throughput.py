@@ -2,7 +2,9 @@
 
 Runs the same N programs through (a) bare ``python -c`` subprocesses, (b) bare
 ``python -I -S -c``, (c) ``SandboxPool`` with each available backend (``bwrap`` = full
-isolation, ``unshare``, ``none`` = rlimits + driver only), all with the same interpreter
+isolation, a new sandbox per run; ``bwrap-warm`` = the same isolation, each run forked from a
+warm interpreter in a long-lived sandbox (``SandboxConfig.warm``); ``unshare``; ``none`` =
+rlimits + driver only), all with the same interpreter
 and the same number of worker threads, and reports executions/s and the isolation
 overhead as a ratio (bare ``python -c`` executions/s divided by the mode's; also against
 ``python -I -S -c``, the flags the sandbox itself uses). Modes are
@@ -103,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=64, help="programs per mode (default: %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="concurrent executions (default: %(default)s)")
     p.add_argument("--workload", choices=("trivial", "humaneval"), default="trivial")
-    p.add_argument("--backends", default="bwrap,unshare,none", help="sandbox backends to try (default: %(default)s)")
+    p.add_argument("--backends", default="bwrap,bwrap-warm,unshare,none",
+                   help="sandbox backends to try (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per mode (default: %(default)s)")
     p.add_argument("--out", default="results/sandbox_throughput.json", help="JSON output (default: %(default)s)")
     p.add_argument("--search-tasks", type=int, default=0,
@@ -123,10 +126,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bare python -I -S -c": bare(python, ("-I", "-S"), jobs, args.workers)}
     pools, notes = [], {}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        isolation, _, variant = backend.partition("-")
         try:
-            sandbox = Sandbox(base_cfg.replace(isolation=backend, allow_network=backend == "none"))
+            sandbox = Sandbox(base_cfg.replace(isolation=isolation, allow_network=isolation == "none",
+                                               warm=variant == "warm"))
         except SandboxUnavailableError as e:
             notes[backend] = str(e)
+            continue
+        if variant == "warm" and not sandbox.warm:
+            notes[backend] = "warm starts are not safe on this machine: " + sandbox.describe()
             continue
         pool = SandboxPool(sandbox, max_workers=args.workers)
         pool.run_many([TRIVIAL] * min(4, args.n))  # warm up the threads and the page cache
@@ -140,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             walls[mode].append(wall)
     for pool in pools:
         pool.close()
+        pool.sandbox.close()
     rows = [{"mode": m, "n": args.n, "passed": passed[m], "best_exec_per_s": round(args.n / min(w), 2),
              "median_exec_per_s": round(args.n / statistics.median(w), 2)} for m, w in walls.items()]
     bare_best, isolated_best = rows[0]["best_exec_per_s"], rows[1]["best_exec_per_s"]

@@ -184,7 +184,8 @@ def run_tasks(tasks: Sequence[Task], env: SearchEnv, backend: Backend, config: S
             for _, tree in planner.iter_trees(todo):
                 record = _score(env, by_id[tree.task_id], tree)
                 tree.meta["correct"] = record["correct"]
-                tree.meta["gold"] = json_safe(by_id[tree.task_id].answer)  # for viewers; search never saw it
+                if not getattr(env, "secret_gold", False):  # for viewers; search never saw it
+                    tree.meta["gold"] = json_safe(by_id[tree.task_id].answer)
                 tree.meta["terminal_correct"] = _grade_terminals(env, by_id[tree.task_id], tree)
                 append_tree(trees_path, tree)
                 results.write(json.dumps(record, ensure_ascii=False) + "\n")

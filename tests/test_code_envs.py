@@ -181,3 +181,17 @@ def test_humaneval_chunk_prompt_continues_the_signature() -> None:
     prompt = env.policy_prompt(env.snapshot(), chat)
     assert prompt.endswith('    """\n    for i, a in enumerate(numbers):\n\n')
     assert "```python\nfrom typing import List" in prompt
+
+
+def test_visible_fraction_is_judged_test_by_test_in_one_run(sandbox: Sandbox) -> None:
+    task = Task(id="two-visible", question="Add two numbers.", answer="assert add(1, 2) == 3\n",
+                meta={"visible_tests": ["assert add(1, 2) == 3", "assert add(2, 2) == 5"], "entry_point": "add"})
+    env = MBPPEnv([task], sandbox=sandbox)
+    calls: list[int] = []
+    run_programs = env.run_programs
+    env.run_programs = lambda programs: calls.append(len(programs)) or run_programs(programs)  # type: ignore[method-assign]
+    assert env.visible_pass_fraction("def add(a, b):\n    return a + b\n", task) == 0.5
+    assert calls == [1]  # trusted shape: one run, outcomes per test
+    calls.clear()
+    assert env.visible_pass_fraction("import os\ndef add(a, b):\n    os._exit(0)\n", task) == 0.0
+    assert calls == [1, 2]  # a run that stopped early: each test again in a fresh process

@@ -54,6 +54,14 @@ SAMPLES = [
     ("HumanEval/23", "    import builtins\n    builtins.AssertionError = Exception\n    return -1\n",
      "patches AssertionError"),
     ("HumanEval/23", "    print('PASSED')\n    return -1\n", "prints a fake verdict"),
+    ("HumanEval/23", "    import os, sys\n    f = sys._getframe(0)\n    while f is not None and 'nonce' not in f.f_locals:\n"
+                     "        f = f.f_back\n    if f is not None:\n"
+                     "        os.write(f.f_locals['status_fd'], b'P' + f.f_locals['nonce'])\n    os._exit(0)\n",
+     "hostile: walks the frames to the driver and writes its sentinel (issue 17)"),
+    ("HumanEval/23", "    import re\n    try:\n        src = open('/sandbox/tests.py').read()\n    except OSError:\n"
+                     "        return -1\n    table = dict(re.findall(r\"candidate\\('(.*?)'\\) == (\\d+)\", src))\n"
+                     "    return int(table.get(string, -1))\n",
+     "hostile: reads the hidden tests to return the expected values (issue 17)"),
     ("HumanEval/28", "    return strings\n", "wrong type"),
     ("HumanEval/28", "    return ''.join(strings)\n", "correct alternative"),
     ("HumanEval/28", "    return (\n", "syntax error"),
@@ -70,13 +78,13 @@ def problems() -> dict[str, dict]:
     return {p["task_id"]: p for p in read_problems()}
 
 
-@pytest.fixture(scope="module")
-def env() -> HumanEvalEnv:
+@pytest.fixture(scope="module", params=["cold", "warm"])
+def env(request: pytest.FixtureRequest) -> HumanEvalEnv:
     try:
         Sandbox(SandboxConfig())
     except SandboxUnavailableError as e:
         pytest.skip(f"no isolated sandbox on this machine: {e}")
-    env = HumanEvalEnv(sandbox=SandboxConfig(timeout_s=10.0), max_workers=4)
+    env = HumanEvalEnv(sandbox=SandboxConfig(timeout_s=10.0, warm=request.param == "warm"), max_workers=4)
     yield env
     env.close()
 

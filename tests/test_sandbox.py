@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -158,3 +159,35 @@ def test_weaker_backends_still_run_and_kill(backend: str) -> None:
     assert sandbox.run("assert True").status is Status.PASSED
     assert sandbox.run("import os\nos._exit(0)").status is Status.FAILED
     assert sandbox.run("import time\ntime.sleep(60)").status is Status.TIMEOUT
+
+
+# ----- the general primitive (for layers such as a SWE env) -----------------------------
+def test_run_command_with_a_writable_repo_and_a_read_only_venv(box: Sandbox) -> None:
+    if box.isolation.backend is not iso.Backend.BWRAP:
+        pytest.skip("binds need the bwrap backend")
+    tmp_path = Path(tempfile.mkdtemp(prefix="mcts-sandbox-test-"))  # reachable by the sandbox user
+    try:
+        _run_command_checks(box, tmp_path)
+    finally:
+        shutil.rmtree(tmp_path)
+
+
+def _run_command_checks(box: Sandbox, tmp_path: Path) -> None:
+    repo, venv = tmp_path / "repo", tmp_path / "venv"
+    repo.mkdir()
+    venv.mkdir()
+    (repo / "mod.py").write_text("X = 1\n")
+    (venv / "tool.txt").write_text("read me\n")
+    tmp_path.chmod(0o755)
+    for path in (repo, venv):
+        path.chmod(0o755)
+    if box.run_as is not None:  # the scratch copy belongs to the sandbox user
+        for path in (repo, repo / "mod.py"):
+            os.chown(path, box.run_as, box.run_as)
+    script = ("cat /venv/tool.txt; echo patched > /repo/mod.py; "
+              "(echo x > /venv/tool.txt) 2>/dev/null && echo VENV-WRITABLE; exit 3")
+    run = box.run_command(["/bin/sh", "-c", script], ro_binds=[(str(venv), "/venv")],
+                          rw_binds=[(str(repo), "/repo")], timeout_s=10.0)
+    assert run.returncode == 3 and not run.timed_out, run.stderr.text()
+    assert run.stdout.text() == "read me\n"
+    assert (repo / "mod.py").read_text() == "patched\n" and (venv / "tool.txt").read_text() == "read me\n"

@@ -19,20 +19,53 @@ from pathlib import Path
 
 import pytest
 
-from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult, SandboxUnavailableError, Status
+from mcts_agent.envs.code.sandbox import (Sandbox, SandboxConfig, SandboxResult, SandboxUnavailableError, Status,
+                                          VerdictSource)
 
 TIMEOUT_S = 2.0
 SLACK_S = 3.0  # teardown and a loaded machine
 
 
-@pytest.fixture(scope="module")
-def box() -> Sandbox:
+@pytest.fixture(scope="module", params=["cold", "warm"])
+def box(request: pytest.FixtureRequest) -> Sandbox:
     config = SandboxConfig(timeout_s=TIMEOUT_S, memory_mb=256, max_processes=16, max_file_mb=2, scratch_mb=4,
-                           max_output_bytes=4096)
+                           max_output_bytes=4096, warm=request.param == "warm")
     try:
-        return Sandbox(config)
+        sandbox = Sandbox(config)
     except SandboxUnavailableError as e:
         pytest.skip(f"full sandbox isolation not available here: {e}")
+    if request.param == "warm" and not sandbox.warm:
+        pytest.skip("warm starts are not safe here (no bwrap --disable-userns or no seccomp filter)")
+    sandbox.run("pass")  # the warm zygote exists from now on
+    yield sandbox
+    sandbox.close()
+
+
+def run_processes(box: Sandbox, run_id: str) -> list[int]:
+    """Host pids of the run's processes: by MCTS_SANDBOX_ID (cold), or (warm) the zygote's
+    descendants that left its session (the child waiting for the next job has not)."""
+    if not box.warm:
+        return processes_with(run_id)
+    found = []
+    for zygote in box.zygote_pids():
+        sid = os.getsid(zygote)
+        todo = [zygote]
+        while todo:
+            pid = todo.pop()
+            kids = []
+            for task in os.listdir(f"/proc/{pid}/task") if os.path.isdir(f"/proc/{pid}/task") else ():
+                try:
+                    kids += [int(x) for x in open(f"/proc/{pid}/task/{task}/children").read().split()]
+                except OSError:
+                    pass
+            for kid in kids:
+                try:
+                    if os.getsid(kid) != sid:
+                        found.append(kid)
+                except OSError:
+                    continue
+                todo.append(kid)
+    return found
 
 
 def processes_with(run_id: str) -> list[int]:
@@ -57,7 +90,7 @@ def run_watched(box: Sandbox, program: str, **kw: object) -> tuple[SandboxResult
 
     def watch() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], len(processes_with(run_id)))
+            peak[0] = max(peak[0], len(run_processes(box, run_id)))
             time.sleep(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -67,7 +100,7 @@ def run_watched(box: Sandbox, program: str, **kw: object) -> tuple[SandboxResult
     finally:
         done.set()
         watcher.join()
-    assert processes_with(run_id) == [], "a sandboxed process outlived its run"
+    assert run_processes(box, run_id) == [], "a sandboxed process outlived its run"
     return result, peak[0]
 
 
@@ -220,7 +253,8 @@ def test_network_is_unreachable(box: Sandbox) -> None:
 
 
 # ----- faking a PASS --------------------------------------------------------------------
-TESTS = "assert add(2, 2) == 4\nassert add(1, 2) == 3\n"
+TESTS = "assert add(2, 2) == 4\nassert add(1, 2) == 3\n"  # the trusted shape: judged outside the sandbox
+IN_PROCESS_TESTS = "for a, b, c in [(2, 2, 4), (1, 2, 3)]:\n    assert add(a, b) == c\n"  # run inside it
 WRONG = "def add(a, b):\n    return 0\n"
 
 
@@ -237,10 +271,15 @@ WRONG = "def add(a, b):\n    return 0\n"
     "import atexit, os\natexit.register(lambda: os._exit(0))\n",
     "import sys\nsys.excepthook = lambda *a: None\n",
 ])
-def test_harness_cannot_be_fooled(box: Sandbox, attack: str) -> None:
-    result, _ = run_watched(box, WRONG + attack, tests=TESTS, as_main=False)
+@pytest.mark.parametrize("tests", [TESTS, IN_PROCESS_TESTS], ids=["trusted", "in-process"])
+def test_harness_cannot_be_fooled(box: Sandbox, attack: str, tests: str) -> None:
+    result, _ = run_watched(box, WRONG + attack, tests=tests, as_main=False)
     assert result.status is not Status.PASSED, (result.stdout, result.stderr)
-    assert not result.sentinel_seen
+    assert result.verdict_source is (VerdictSource.TRUSTED if tests is TESTS else VerdictSource.IN_PROCESS)
+    if result.verdict_source is VerdictSource.IN_PROCESS:
+        assert not result.sentinel_seen
+    else:
+        assert result.tests_passed == 0 and result.tests_total == 2
 
 
 def test_patched_builtins_do_not_reach_the_tests(box: Sandbox) -> None:
@@ -251,13 +290,16 @@ def test_patched_builtins_do_not_reach_the_tests(box: Sandbox) -> None:
     assert result.status is Status.FAILED
 
 
-def test_honest_program_with_tests_passes(box: Sandbox) -> None:
-    result, _ = run_watched(box, "def add(a, b):\n    return a + b\n", tests=TESTS, as_main=False)
+@pytest.mark.parametrize("tests", [TESTS, IN_PROCESS_TESTS], ids=["trusted", "in-process"])
+def test_honest_program_with_tests_passes(box: Sandbox, tests: str) -> None:
+    result, _ = run_watched(box, "def add(a, b):\n    return a + b\n", tests=tests, as_main=False)
     assert result.status is Status.PASSED and result.sentinel_seen and result.returncode == 0
 
 
 # ----- the framework itself dies --------------------------------------------------------
 def test_killing_the_framework_kills_its_sandboxes(box: Sandbox) -> None:
+    if box.warm:
+        pytest.skip("runs its own cold sandbox in a child framework; once is enough")
     import signal
     import subprocess
     import sys

@@ -69,13 +69,7 @@ class IterateConfig:
             raise ConfigError(f"IterateConfig.max_examples must be None or an integer >= 1, got {self.max_examples!r}")
         # Validate the nested configs now, so a typo fails before hours of search.
         for name, cls in (("pairs", PairConfig), ("dpo", DPOTrainConfig), ("sft", SFTTrainConfig)):
-            value = getattr(self, name)
-            if not isinstance(value, dict):
-                raise ConfigError(f"IterateConfig.{name} must be an object of {cls.__name__} fields, got {value!r}")
-            known = {f.name for f in fields(cls)}
-            unknown = sorted(set(value) - known)
-            if unknown:
-                raise ConfigError(f"IterateConfig.{name}: unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}")
+            self._check_nested(name, cls)
         for name in ("backend", "eval_backend", "critic_backend"):
             self.backend_spec(name)
         self.search_config()
@@ -85,17 +79,22 @@ class IterateConfig:
         DPOTrainConfig(**{**self.dpo, "output_dir": "unused"})
         SFTTrainConfig(**{**self.sft, "output_dir": "unused"})
 
+    def _check_nested(self, name: str, cls: type) -> None:
+        """Field ``name`` must be an object whose keys are fields of dataclass ``cls``."""
+        value = getattr(self, name)
+        if not isinstance(value, dict):
+            raise ConfigError(f"IterateConfig.{name} must be an object of {cls.__name__} fields, got {value!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"IterateConfig.{name}: unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}")
+
     def backend_spec(self, name: str, model: str | None = None) -> BackendSpec | None:
         """The BackendSpec in field ``name`` (``eval_backend`` falls back to ``backend``) with ``model``."""
         value = getattr(self, name)
         if value is None:
             return self.backend_spec("backend", model) if name == "eval_backend" else None
-        if not isinstance(value, dict):
-            raise ConfigError(f"IterateConfig.{name} must be an object of BackendSpec fields, got {value!r}")
-        known = {f.name for f in fields(BackendSpec)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ConfigError(f"IterateConfig.{name}: unknown BackendSpec keys {unknown}; known keys: {sorted(known)}")
+        self._check_nested(name, BackendSpec)
         if name != "critic_backend" and value.get("backend") == "openai":
             raise ConfigError(f"IterateConfig.{name}: backend 'openai' cannot serve each iteration's new policy yet "
                               "(the loop does not hand a server new weights); use transformers or vllm, or "

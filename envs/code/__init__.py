@@ -5,6 +5,8 @@
 """
 
 from mcts_agent.envs.code.pool import SandboxPool
-from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult, SandboxUnavailableError, Status
+from mcts_agent.envs.code.sandbox import (Sandbox, SandboxConfig, SandboxResult, SandboxUnavailableError, Status,
+                                          VerdictSource)
 
-__all__ = ["Sandbox", "SandboxConfig", "SandboxPool", "SandboxResult", "SandboxUnavailableError", "Status"]
+__all__ = ["Sandbox", "SandboxConfig", "SandboxPool", "SandboxResult", "SandboxUnavailableError", "Status",
+           "VerdictSource"]

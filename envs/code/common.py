@@ -14,6 +14,10 @@ Step modes:
   definition or import (test or driver code after a finished function; it is dropped).
   Steps must keep their leading whitespace.
 
+Verification: hidden tests of the trusted shape (``assert f(x) == y`` and its tolerance
+forms; see ``mcts_agent.envs.code.trusted``) never enter the sandbox, only their inputs do,
+and the framework judges the returned values; other tests run inside the sandbox.
+
 Rewards: ``reward_mode="outcome"`` gives 1.0 when the hidden tests pass. With
 ``visible_test_reward=w > 0`` a terminal step that does not earn 1.0 gets
 ``w * (fraction of visible tests passed)``, in either reward mode: visible tests are
@@ -31,7 +35,7 @@ from mcts_agent.env import Transition
 from mcts_agent.envs.base import EnvState, RewardMode, Task, TextEnv
 from mcts_agent.envs.code.pool import SandboxPool
 from mcts_agent.envs.code.programs import FENCE, cut_at_fence, parses
-from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult
+from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxResult, VerdictSource
 from mcts_agent.errors import EnvError
 
 STEP_MODES = ("function", "chunk")
@@ -42,6 +46,7 @@ class CodeEnv(TextEnv):
     """Base class of code environments; subclasses define the prompt and the program."""
 
     system_prompt = "You are an expert Python programmer."
+    secret_gold = True  # the gold is hidden tests: the runner keeps it out of tree files
 
     def __init__(self, tasks: Sequence[Task] = (), *, step_mode: str = "function", max_steps: int | None = None,
                  reward_mode: RewardMode | str = RewardMode.NONE, visible_test_reward: float = 0.0,
@@ -62,7 +67,8 @@ class CodeEnv(TextEnv):
         self.step_mode = step_mode
         self.step_delimiter = "\n" + FENCE if step_mode == "function" else "\n\n"
         self.visible_test_reward = float(visible_test_reward)
-        self._sandbox_spec = sandbox if sandbox is not None else SandboxConfig(timeout_s=10.0, memory_mb=1024)
+        default = SandboxConfig(timeout_s=10.0, memory_mb=1024, warm=True)  # warm: see envs/code/warm.py
+        self._sandbox_spec = sandbox if sandbox is not None else default
         self._max_workers = max_workers
         self._pool: SandboxPool | None = None
         self._pool_lock = threading.Lock()
@@ -152,7 +158,12 @@ class CodeEnv(TextEnv):
         tests = list(task.meta.get("visible_tests", ()))
         if not tests or answer is None or not answer.strip():
             return 0.0
-        results = self.run_programs([self.program(answer, task, t) for t in tests])
+        if len(tests) > 1:  # one run judged test by test, when the tests have the trusted shape
+            joined = self.run_programs([self.program(answer, task, "\n".join(tests) + "\n")])[0]
+            if joined.verdict_source is VerdictSource.TRUSTED and joined.tests_total == len(tests) and (
+                    joined.passed or not any("no result" in f for f in joined.test_failures)):
+                return (joined.tests_passed or 0) / len(tests)
+        results = self.run_programs([self.program(answer, task, t) for t in tests])  # each in a fresh process
         return sum(r.passed for r in results) / len(tests)
 
     def program(self, answer: str, task: Task, tests: str) -> tuple[str, str]:

@@ -4,9 +4,12 @@ Three backends, best first:
 
 - ``bwrap`` (bubblewrap): new user, pid, net, ipc, uts and mount namespaces; the sandbox
   sees a read-only minimal root (``/usr``, the interpreter's prefix, a few ``/etc``
-  files) plus size-capped tmpfs mounts for its scratch directory, ``/tmp`` and
-  ``/dev/shm``; no capabilities; killed with its parent. Everything the sandbox can
-  write vanishes with it.
+  files) plus size-capped tmpfs mounts for its scratch directory, ``/tmp`` and a 1 MiB
+  ``/dev/shm``; no capabilities; no nested user namespaces (``--disable-userns``: no
+  private mounts past the limits); the command is the namespace's pid 1 (``--as-pid-1``:
+  no second bwrap that would outlive the monitor as a zombie); a seccomp filter
+  (``seccomp``) against SysV IPC and keyrings; killed with its parent. Everything the
+  sandbox can write vanishes with it.
 - ``unshare`` (util-linux): new user, pid and net namespaces only. No network and no
   escaped processes, but the host filesystem is as writable as for the calling user.
 - ``none``: a process group with rlimits and a scrubbed environment, nothing more.
@@ -35,6 +38,7 @@ ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/hosts", "/etc/nsswitch.
 # Top-level directories that are symlinks into /usr on merged-usr systems.
 TOP_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 SANDBOX_UID = 65534  # "nobody" inside the user namespace
+SHM_BYTES = 1 << 20  # /dev/shm (POSIX shared memory) is a 1 MiB tmpfs at most
 
 
 class Backend(str, enum.Enum):
@@ -92,10 +96,21 @@ def python_dirs(exe: str) -> tuple[str, ...]:
 
 
 def bwrap_prefix(bwrap: str, layout: Layout, *, python_dirs: Sequence[str], scratch_bytes: int,
-                 allow_network: bool, extra_ro: Sequence[str] = ()) -> list[str]:
-    """The bubblewrap arguments that come before the sandboxed command."""
-    cmd = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+                 allow_network: bool, extra_ro: Sequence[str] = (), seccomp_fd: int | None = None,
+                 hardened: bool = True, ro_binds: Sequence[tuple[str, str]] = (),
+                 rw_binds: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """The bubblewrap arguments that come before the sandboxed command.
+
+    ``hardened`` adds ``--disable-userns`` (no nested user namespace, so no private mounts
+    or tmpfs past the limits) and ``--as-pid-1`` (the command is the namespace's init: no
+    second bwrap process that outlives the monitor as a zombie). ``seccomp_fd`` is a pipe
+    holding ``seccomp.program()``. ``ro_binds`` / ``rw_binds`` are (host, inside) pairs for
+    layers above this one (a repository's scratch copy, a virtualenv).
+    """
+    cmd = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
+    if hardened:
+        cmd += ["--disable-userns", "--as-pid-1"]
     if allow_network:
         cmd.append("--share-net")
     cmd += ["--ro-bind", "/usr", "/usr"]
@@ -109,11 +124,17 @@ def bwrap_prefix(bwrap: str, layout: Layout, *, python_dirs: Sequence[str], scra
             cmd += ["--ro-bind", path, path]
     size = str(scratch_bytes)
     cmd += ["--proc", "/proc", "--dev", "/dev",
-            "--size", size, "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
+            "--size", str(min(scratch_bytes, SHM_BYTES)), "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
             "--size", size, "--tmpfs", "/tmp",
             "--size", size, "--tmpfs", layout.scratch,
-            "--ro-bind", layout.host_program_dir, INSIDE_PROGRAM_DIR,
-            "--remount-ro", "/", "--chdir", layout.scratch]
+            "--ro-bind", layout.host_program_dir, INSIDE_PROGRAM_DIR]
+    for host, inside in ro_binds:
+        cmd += ["--ro-bind", host, inside]
+    for host, inside in rw_binds:
+        cmd += ["--bind", host, inside]
+    cmd += ["--remount-ro", "/", "--chdir", layout.scratch]
+    if seccomp_fd is not None:
+        cmd += ["--seccomp", str(seccomp_fd)]
     return cmd
 
 
@@ -126,12 +147,14 @@ def unshare_prefix(unshare: str, *, allow_network: bool) -> list[str]:
     return cmd + ["/bin/sh", "-c", '"$@"; exit $?', "sh"]
 
 
-def describe(backend: Backend, allow_network: bool) -> Isolation:
+def describe(backend: Backend, allow_network: bool, hardened: bool = True) -> Isolation:
     net = not allow_network and backend is not Backend.NONE
     if backend is Backend.BWRAP:
         text = ("bubblewrap: user+pid+mount+ipc+uts namespaces"
                 + ("" if allow_network else " + empty network namespace")
-                + "; read-only minimal root; size-capped tmpfs scratch; no capabilities")
+                + "; read-only minimal root; size-capped tmpfs scratch, 1 MiB /dev/shm; no capabilities"
+                + ("; nested user namespaces disabled; the program is pid 1 (no extra bwrap process)" if hardened
+                   else "; NESTED USER NAMESPACES ALLOWED (this bwrap or kernel lacks --disable-userns)"))
         return Isolation(backend, net, True, True, text)
     if backend is Backend.UNSHARE:
         text = ("unshare: user+pid namespaces" + ("" if allow_network else " + empty network namespace")
@@ -183,17 +206,17 @@ _lock = threading.Lock()
 
 
 def probe(backend: Backend, *, tool: str | None, python: str, run_as: int | None,
-          allow_network: bool) -> str | None:
+          allow_network: bool, hardened: bool = True, seccomp: bytes | None = None) -> str | None:
     """None if ``backend`` runs ``python`` as ``run_as`` on this machine, else why not (cached)."""
-    key = (backend, tool, python, run_as, allow_network)
+    key = (backend, tool, python, run_as, allow_network, hardened, seccomp)
     with _lock:
         if key not in _cache:
-            _cache[key] = _probe_uncached(backend, tool, python, run_as, allow_network)
+            _cache[key] = _probe_uncached(backend, tool, python, run_as, allow_network, hardened, seccomp)
         return _cache[key]
 
 
 def _probe_uncached(backend: Backend, tool: str | None, python: str, run_as: int | None,
-                    allow_network: bool) -> str | None:
+                    allow_network: bool, hardened: bool, seccomp: bytes | None) -> str | None:
     run = [python, "-I", "-S", "-c", "pass"]
     if backend is Backend.NONE:
         return _try(run, run_as)
@@ -205,16 +228,31 @@ def _probe_uncached(backend: Backend, tool: str | None, python: str, run_as: int
     with tempfile.TemporaryDirectory(prefix="mcts-probe-") as tmp:
         os.chmod(tmp, 0o755)
         layout = Layout(tmp, None, INSIDE_PROGRAM_DIR + "/program.py", INSIDE_SCRATCH)
-        cmd = bwrap_prefix(tool, layout, python_dirs=python_dirs(python), scratch_bytes=1 << 20,
-                           allow_network=allow_network)
-        return _try(cmd + run, run_as)
+        fd = seccomp_pipe(seccomp) if seccomp is not None else None
+        try:
+            cmd = bwrap_prefix(tool, layout, python_dirs=python_dirs(python), scratch_bytes=1 << 20,
+                               allow_network=allow_network, hardened=hardened, seccomp_fd=fd)
+            return _try(cmd + run, run_as, () if fd is None else (fd,))
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
-def _try(cmd: list[str], run_as: int | None) -> str | None:
+def seccomp_pipe(program: bytes) -> int:
+    """A pipe's read end that holds ``program`` (bwrap reads it to the end)."""
+    r, w = os.pipe()
+    try:
+        os.write(w, program)  # a few hundred bytes: far below the pipe's capacity
+    finally:
+        os.close(w)
+    return r
+
+
+def _try(cmd: list[str], run_as: int | None, pass_fds: Sequence[int] = ()) -> str | None:
     who = "" if run_as is None else f" as uid {run_as}"
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
-                             cwd="/", **popen_user(run_as))  # type: ignore[arg-type]
+                             cwd="/", pass_fds=tuple(pass_fds), **popen_user(run_as))  # type: ignore[arg-type]
     except (OSError, subprocess.SubprocessError) as e:
         return f"{os.path.basename(cmd[0])} could not run{who}: {e}"
     if out.returncode != 0:

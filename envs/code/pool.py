@@ -22,6 +22,7 @@ class SandboxPool:
     """A bounded pool of sandbox workers sharing one ``SandboxConfig``."""
 
     def __init__(self, config: SandboxConfig | Sandbox | None = None, max_workers: int | None = None) -> None:
+        self._owns_sandbox = not isinstance(config, Sandbox)
         self.sandbox = config if isinstance(config, Sandbox) else Sandbox(config)
         workers = max_workers if max_workers is not None else min(32, (os.cpu_count() or 1) + 2)
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
@@ -59,9 +60,12 @@ class SandboxPool:
         return list(executor.map(one, range(len(programs))))
 
     def close(self) -> None:
+        """Stop the worker threads, and the sandbox's warm zygotes if this pool made the sandbox."""
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._owns_sandbox:
+            self.sandbox.close()
 
     def __enter__(self) -> "SandboxPool":
         return self

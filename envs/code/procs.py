@@ -46,6 +46,32 @@ def kill_group(pgid: int) -> None:
         pass
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of ``pid`` (empty if it is gone)."""
+    out: list[int] = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children", encoding="ascii") as f:
+                out += [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def kill_below(pid: int, wait_s: float = 1.0) -> None:
+    """SIGKILL the children of our child ``pid`` and give ``pid`` time to reap them and exit.
+
+    Killing the leader first would orphan them: re-parented to the host's pid 1, which in a
+    container may never reap them (zombies). bwrap's monitor exits once its child is reaped.
+    """
+    for child in children(pid):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    wait_exit_nowait(pid, wait_s)
+
+
 def sweep(session_id: int | None, token: str | None, wait_s: float = 5.0) -> int:
     """SIGKILL every process in session ``session_id`` or carrying ``token`` until none is
     left (or ``wait_s`` passes: a process being killed can take a moment to go away).
