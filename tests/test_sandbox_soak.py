@@ -3,46 +3,19 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import secrets
 import tempfile
+import time
 import shutil
 from pathlib import Path
 
 import pytest
 
+from mcts_agent.benchmarks.sandbox_soak import PROGRAMS, cgroup_dirs, main, zombies_under
 from mcts_agent.envs.code.pool import SandboxPool
 from mcts_agent.envs.code.sandbox import Sandbox, SandboxConfig, SandboxUnavailableError, Status
-
-PROGRAMS = [  # (program, tests, expected status)
-    ("def f(x):\n    return x + 1\n", "assert f(1) == 2\nassert f(2) == 3\n", Status.PASSED),
-    ("def f(x):\n    return 0\n", "assert f(1) == 2\n", Status.FAILED),
-    ("def f(x):\n    return x + 1\n", "for x in (1, 2):\n    assert f(x) == x + 1\n", Status.PASSED),
-    ("import os, sys\nif os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(60)\n", None,
-     Status.PASSED),
-    ("import time\ntime.sleep(60)\n", None, Status.TIMEOUT),
-    ("raise ValueError('no')\n", None, Status.FAILED),
-    ("import os\nos._exit(0)\n", None, Status.FAILED),
-    ("x = [0] * (1 << 40)\n", None, Status.FAILED),
-    ("import os\nfor i in range(8):\n    os.pipe()\nprint('x' * 100000)\n", None, Status.PASSED),
-    ("def f():\n    while True:\n        pass\n", "assert f() == 1\n", Status.TIMEOUT),
-]
-
-
-def zombies_under(parents: set[int]) -> list[int]:
-    out = []
-    for stat_path in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            with open(stat_path, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        ours = b"(bwrap)" in stat or os.stat(stat_path).st_uid == 65534  # bwrap, or the sandbox user
-        if fields[0] == b"Z" and int(fields[1]) in parents and ours:
-            out.append(int(stat_path.split("/")[2]))
-    return out
-
 
 def sandbox_processes(prefix: str) -> list[int]:
     needle = f"MCTS_SANDBOX_ID={prefix}".encode()
@@ -57,8 +30,8 @@ def sandbox_processes(prefix: str) -> list[int]:
     return found
 
 
-def cgroup_dirs() -> list[str]:
-    return glob.glob("/sys/fs/cgroup/*/**/mcts-sandbox-soak*", recursive=True)
+def soak_cgroups() -> list[str]:
+    return cgroup_dirs("mcts-sandbox-soak*")
 
 
 @pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
@@ -89,7 +62,7 @@ def test_one_hundred_runs_leave_nothing_behind(warm: bool) -> None:
         assert [s for s, _ in statuses] == [w for _, w in statuses]
         assert len(os.listdir("/proc/self/fd")) <= fds_before + (4 if warm else 0)  # a 2nd zygote: 2 sockets
         assert list(work.iterdir()) == []  # a zygote's directory goes once its sandbox has bound it
-        assert cgroup_dirs() == []
+        assert soak_cgroups() == []
         box.close()
         assert list(work.iterdir()) == [] and len(os.listdir("/proc/self/fd")) <= fds_before
     finally:
@@ -122,3 +95,31 @@ def test_no_state_crosses_runs(warm: bool) -> None:
         assert result.stdout.strip() == "[] [] False False False False []", result.stderr
     finally:
         box.close()
+
+
+def test_soak_benchmark_reports_no_growth(tmp_path: Path) -> None:
+    doc = main(["--runs", "20", "--every", "10", "--out", str(tmp_path / "soak.json")])
+    assert json.loads((tmp_path / "soak.json").read_text())["rows"] == doc["rows"]
+    for row in doc["rows"]:
+        assert row["runs"] == 20 and row["unexpected_status"] == 0
+        assert row["zombies_max_growth"] == 0 and row["run_dirs_max_growth"] == 0 and row["cgroups_max_growth"] == 0
+
+
+def test_stale_empty_run_cgroups_of_a_killed_framework_are_swept() -> None:
+    from mcts_agent.envs.code import cgroup
+
+    memory, why = cgroup.find("memory")
+    if memory is None:
+        pytest.skip(f"no memory cgroup here: {why}")
+    stale, fresh = (os.path.join(memory.parent, f"mcts-sandbox-test{secrets.token_hex(4)}") for _ in range(2))
+    os.mkdir(stale)
+    os.mkdir(fresh)
+    old = time.time() - 2 * cgroup.STALE_AFTER_S
+    os.utime(stale, (old, old))
+    try:
+        assert cgroup.sweep_stale(memory) >= 1
+        assert not os.path.exists(stale) and os.path.exists(fresh)  # a just-made cgroup may be about to be joined
+    finally:
+        for d in (stale, fresh):
+            if os.path.exists(d):
+                os.rmdir(d)

@@ -65,12 +65,40 @@ def find(controller: str) -> tuple[Hierarchy | None, str]:
         except OSError as e:
             return None, f"cannot read {path}/cgroup.controllers: {e.strerror}"
     hierarchy = Hierarchy(controller, path, v2)
+    sweep_stale(hierarchy)
     try:  # a trial run: create, limit, remove
         probe = RunCgroups([hierarchy], f"probe{os.getpid()}{threading.get_ident()}", 64 << 20, 64)
         probe.remove()
     except OSError as e:
         return None, f"cannot create a {controller} cgroup under {path}: {e.strerror or e}"
     return hierarchy, ""
+
+
+STALE_AFTER_S = 600.0  # a run's cgroup older than this with no process in it was left by a killed framework
+
+
+def sweep_stale(h: Hierarchy, older_than_s: float = STALE_AFTER_S) -> int:
+    """Remove empty ``mcts-sandbox-*`` cgroups older than ``older_than_s`` (a framework killed
+    with -9 cannot remove its runs' cgroups); return how many were removed."""
+    removed = 0
+    try:
+        names = [n for n in os.listdir(h.parent) if n.startswith("mcts-sandbox-")]
+    except OSError:
+        return 0
+    now = time.time()
+    for name in names:
+        path = os.path.join(h.parent, name)
+        try:
+            if now - os.stat(path).st_mtime < older_than_s:
+                continue
+            with open(os.path.join(path, "cgroup.procs"), encoding="utf-8") as f:
+                if f.read().strip():
+                    continue
+            os.rmdir(path)
+            removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 class RunCgroups:

@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -208,13 +209,20 @@ class ZygotePool:
         self._idle: list[Zygote] = []
         self._live: set[Zygote] = set()  # idle or running a job
         self._lock = threading.Lock()
+        # bwrap's --die-with-parent is the death signal of the *thread* that started it: a
+        # zygote started from a pool's worker thread would die with that thread. One
+        # long-lived thread starts them all, so a zygote lives as long as its Sandbox.
+        self._spawner: ThreadPoolExecutor | None = None
 
     def take(self, box: "Sandbox") -> Zygote:
         """An idle zygote, or a new one (raises ``ZygoteDied`` if it cannot start)."""
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        zygote = Zygote(box)
+            if self._spawner is None:
+                self._spawner = ThreadPoolExecutor(1, thread_name_prefix="sandbox-zygotes")
+            spawner = self._spawner
+        zygote = spawner.submit(Zygote, box).result()
         with self._lock:
             self._live.add(zygote)
         return zygote
@@ -240,3 +248,7 @@ class ZygotePool:
             self._live.difference_update(idle)
         for z in idle:
             z.close()
+        with self._lock:
+            spawner, self._spawner = (self._spawner, None) if not self._live else (None, self._spawner)
+        if spawner is not None:  # kept while a zygote runs a job: its bwrap dies with this thread
+            spawner.shutdown(wait=True)
