@@ -76,6 +76,13 @@ def atomic_write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> No
     atomic_write_text(path, text + "\n")
 
 
+def file_in_the_way(directory: PathLike) -> Path | None:
+    """The first of ``directory`` and its parents that exists but is not a directory, else None
+    (a path under a regular file can never be created)."""
+    d = Path(directory)
+    return next((p for p in (d, *d.parents) if p.exists() and not p.is_dir()), None)
+
+
 def json_safe(v: Any) -> Any:
     """A copy that strict JSON accepts: non-finite floats become None, numpy-style numbers
     Python numbers, enums their value, tuples lists, other objects their ``str``."""

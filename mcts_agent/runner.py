@@ -186,7 +186,7 @@ def run_tasks(tasks: Sequence[Task], env: SearchEnv, backend: Backend, config: S
                 tree.meta["correct"] = record["correct"]
                 if not getattr(env, "secret_gold", False):  # for viewers; search never saw it
                     tree.meta["gold"] = json_safe(by_id[tree.task_id].answer)
-                tree.meta["terminal_correct"] = _grade_terminals(env, by_id[tree.task_id], tree)
+                tree.meta["terminal_correct"] = _grade_terminals(env, by_id[tree.task_id], tree, record["correct"])
                 append_tree(trees_path, tree)
                 results.write(json.dumps(record, ensure_ascii=False) + "\n")
                 results.flush()
@@ -237,18 +237,25 @@ def _score(env: SearchEnv, task: Task, tree: Tree) -> dict[str, Any]:
             "policy_calls": int(tree.stats.get("policy_calls", 0)), "seconds": tree.stats.get("seconds", 0.0)}
 
 
-def _grade_terminals(env: SearchEnv, task: Task, tree: Tree, limit: int = GRADED_ANSWERS) -> dict[str, bool]:
+def _grade_terminals(env: SearchEnv, task: Task, tree: Tree, answer_correct: bool,
+                     limit: int = GRADED_ANSWERS) -> dict[str, bool]:
     """The env's verdict on each terminal node of a finished tree, by node id, so viewers colour
-    every answer by correctness. In single-step-answer envs nodes with the same answer share one
-    check; after ``limit`` checks the rest stay ungraded (a code answer costs a sandbox run)."""
+    every answer by correctness. The answer node's verdict is ``answer_correct`` (already
+    scored); in single-step-answer envs nodes with the same answer share one check; after
+    ``limit`` checks the rest stay ungraded (a code answer costs a sandbox run)."""
     verdicts: dict[str, bool] = {}
     seen: dict[str, bool] = {}
     share = not getattr(env, "turn_based", False)  # an agent's episode is judged whole, not by its last reply
+    answer = tree.nodes[tree.answer_node] if tree.answer_node is not None else None
+    if answer is not None and answer.terminal:
+        verdicts[str(tree.answer_node)] = answer_correct
+        if share and isinstance(answer.answer, str):
+            seen[answer.answer] = answer_correct
     checks = 0
     for i, n in enumerate(tree.nodes):
-        key = n.answer if share and isinstance(n.answer, str) else None
-        if not n.terminal:
+        if not n.terminal or str(i) in verdicts:
             continue
+        key = n.answer if share and isinstance(n.answer, str) else None
         if key is not None and key in seen:
             verdicts[str(i)] = seen[key]
             continue

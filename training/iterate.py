@@ -87,12 +87,13 @@ class IterateRun:
     # ----- phases ---------------------------------------------------------------------
     def search(self, policy: str | None, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
+        from mcts_agent.critics import make_critic
         from mcts_agent.runner import run_tasks
 
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="outcome")
         with self._backends("backend", policy) as (backend, critic_backend):
             s = run_tasks(self.tasks("train"), env, backend, self.cfg.search_config(), folder,
-                          self._critic(self.cfg.critic, critic_backend, env), env_id=self.cfg.env)
+                          make_critic(self.cfg.critic, critic_backend, env), env_id=self.cfg.env)
             tokens = backend.stats.generated_tokens
         return {"accuracy": s.accuracy, "tasks": s.tasks, "generated_tokens": tokens}
 
@@ -106,12 +107,6 @@ class IterateRun:
             backend = stack.enter_context(spec.load(seed=self.cfg.seed))
             critic = stack.enter_context(critic_spec.load(seed=self.cfg.seed)) if critic_spec else backend
             yield backend, critic
-
-    @staticmethod
-    def _critic(name: str, backend: Any, env: Any) -> Any:
-        from mcts_agent.critics import make_critic
-
-        return make_critic(name, backend, env)
 
     def pairs(self, k: int, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
@@ -174,6 +169,7 @@ class IterateRun:
 
     def evaluate(self, k: int, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
+        from mcts_agent.critics import make_critic
         from mcts_agent.runner import run_tasks
 
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="none")
@@ -181,7 +177,7 @@ class IterateRun:
         with self._backends("eval_backend", self.policy(k)) as (backend, critic_backend):
             for algo in self.cfg.eval_algos:
                 sc = self.cfg.eval_config(algo)
-                critic = self._critic(self.cfg.eval_critic, critic_backend, env) if algo in ("mcts", "beam", "bon") else None
+                critic = make_critic(self.cfg.eval_critic, critic_backend, env) if sc.algo.needs_critic else None
                 s = run_tasks(self.tasks("eval"), env, backend, sc, folder / algo, critic, env_id=self.cfg.env)
                 out[algo] = {"accuracy": s.accuracy, "ci95": list(s.ci95), "correct": s.correct, "tasks": s.tasks,
                              "tokens_per_task": s.tokens_per_task}

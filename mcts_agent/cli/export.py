@@ -11,6 +11,7 @@ from typing import Callable, NoReturn
 import typer
 
 from mcts_agent.cli import common
+from mcts_agent.io import file_in_the_way
 from mcts_agent.tree import Tree
 
 
@@ -61,7 +62,7 @@ def _check_out(out: Path, source: Path) -> None:
         _fail(f"output '{out}' is the input file; choose another --out")
     if out.is_dir():
         _fail(f"output '{out}' is a directory; expected a file path")
-    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(out.parent)
     if blocking is not None:
         _fail(f"output '{out}': '{blocking}' is a file, not a directory; choose another --out")
 

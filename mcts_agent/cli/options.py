@@ -16,15 +16,13 @@ import typer.core
 
 
 def option_params(cls: type, *, skip: Iterable[str] = (), names: dict[str, tuple[str, ...]] | None = None,
-                  defaults: dict[str, Any] | None = None, helps: dict[str, str] | None = None,
                   panel: str | None = None) -> list[inspect.Parameter]:
     """One keyword parameter per field of dataclass ``cls`` (less ``skip``), each a ``typer.Option``.
 
-    ``names`` gives a field other option names (aliases, short flags); ``defaults`` and
-    ``helps`` override the field's own default and help for this command; ``panel`` groups
-    the options under a heading in ``--help``.
+    ``names`` gives a field other option names (aliases, short flags); ``panel`` groups the
+    options under a heading in ``--help``.
     """
-    hints, names, defaults, helps = get_type_hints(cls), names or {}, defaults or {}, helps or {}
+    hints, names = get_type_hints(cls), names or {}
     params = []
     for f in fields(cls):
         if f.name in skip or f.name.startswith("_"):
@@ -33,8 +31,7 @@ def option_params(cls: type, *, skip: Iterable[str] = (), names: dict[str, tuple
         opts = names.get(f.name, (flag,))
         if hints[f.name] is bool:
             opts = tuple(f"{o}/--no-{o[2:]}" if o.startswith("--") else o for o in opts)
-        default = defaults.get(f.name, _default(f))
-        option = typer.Option(default, *opts, help=helps.get(f.name, f.metadata.get("help", "")), rich_help_panel=panel)
+        option = typer.Option(_default(f), *opts, help=f.metadata.get("help", ""), rich_help_panel=panel)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=hints[f.name]))
     return params
 

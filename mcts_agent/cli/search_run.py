@@ -13,9 +13,7 @@ from mcts_agent.cli import common
 from mcts_agent.llm.scripted import ScriptedBackend
 from mcts_agent.llm.spec import BackendSpec
 from mcts_agent.runner import RunSummary, check_fresh, check_settings, run_settings, run_tasks
-from mcts_agent.search import Algo, SearchConfig
-
-NEEDS_CRITIC = {Algo.MCTS, Algo.BEAM, Algo.BEST_OF_N}
+from mcts_agent.search import SearchConfig
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -62,13 +60,13 @@ def run_job(job: SearchJob) -> list[RunSummary]:
     tasks = envs.load_tasks(job.env, path=job.data, split=job.split, limit=job.limit, seed=job.task_seed)
     env_kwargs = {"max_steps": job.max_steps} if job.max_steps is not None else {}
     env = envs.make(job.env, reward_mode=job.reward_mode, **env_kwargs)
-    if any(cfg.algo in NEEDS_CRITIC for cfg in configs):
+    if any(cfg.algo.needs_critic for cfg in configs):
         make_critic(job.critic, ScriptedBackend(lambda prompt, i: ""), env)
     policy = job.policy.load()
     summaries = []
     try:
         for cfg in configs:
-            critic = make_critic(job.critic, policy, env) if cfg.algo in NEEDS_CRITIC else None
+            critic = make_critic(job.critic, policy, env) if cfg.algo.needs_critic else None
             out_dir = job.out / cfg.algo.value
             bar = tqdm(total=len(tasks), desc=f"{cfg.algo.value:>6}", unit="task", disable=common.quiet())
 
@@ -90,17 +88,19 @@ def run_job(job: SearchJob) -> list[RunSummary]:
 
 def _settings(job: SearchJob, cfg: SearchConfig) -> dict[str, Any]:
     """What besides the search config decides this run's trees (a resumed run must match it)."""
-    return {"critic": job.critic if cfg.algo in NEEDS_CRITIC else None, "reward_mode": job.reward_mode,
+    return {"critic": job.critic if cfg.algo.needs_critic else None, "reward_mode": job.reward_mode,
             "max_steps": job.max_steps, "backend": job.policy.backend, "model": job.policy.model}
 
 
 def check_out_dir(out: Path, algos: list[str]) -> None:
     """Refuse an output path that is (or lies under) a file, before any model is loaded."""
     from mcts_agent.errors import ConfigError
+    from mcts_agent.io import file_in_the_way
 
-    for p in [out / a for a in algos] + [out, *out.parents]:
-        if p.exists() and not p.is_dir():
-            raise ConfigError(f"--out {out}: '{p}' is a file, not a directory; choose another --out")
+    for a in algos:
+        blocking = file_in_the_way(out / a)
+        if blocking is not None:
+            raise ConfigError(f"--out {out}: '{blocking}' is a file, not a directory; choose another --out")
 
 
 def _write_viewer(out_dir: Path) -> None:

@@ -17,6 +17,11 @@ class Algo(str, enum.Enum):
     BEAM = "beam"  # step-level beam search scored by the critic
     GREEDY = "greedy"  # one greedy chain of thought
 
+    @property
+    def needs_critic(self) -> bool:
+        """Whether the algorithm scores nodes or solutions with a critic."""
+        return self in (Algo.MCTS, Algo.BEAM, Algo.BEST_OF_N)
+
 
 class Selection(str, enum.Enum):
     PUCT = "puct"  # priors from length-normalised policy logprobs
