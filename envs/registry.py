@@ -69,6 +69,22 @@ def _bfcl_entries() -> list[EnvEntry]:
     return out
 
 
+def _miniwob_entries() -> list[EnvEntry]:
+    """``web/miniwob`` (any page of the miniwob wheel: task=NAME) and ``web/miniwob-<task>`` for the featured ones."""
+    from mcts_agent.envs.web.miniwob import FEATURED  # a plain module: imports no browser
+
+    cls, loader = "mcts_agent.envs.web.miniwob:MiniWoBEnv", "mcts_agent.envs.web.miniwob:load_miniwob"
+    out = [EnvEntry("web/miniwob", cls, f"{NAMESPACE}/miniwob-v0", loader=loader,
+                    test_kwargs="mcts_agent.envs.web.miniwob:CHECK_KWARGS",
+                    description="any MiniWoB++ page (task=NAME) in headless chromium; click/type/select/press by ref")]
+    for task in FEATURED:
+        out.append(EnvEntry(f"web/miniwob-{task}", cls, f"{NAMESPACE}/miniwob-{task}-v0", loader=loader,
+                            kwargs={"task": task}, loader_kwargs={"task": task},
+                            test_kwargs="mcts_agent.envs.web.miniwob:CHECK_KWARGS",
+                            description=f"MiniWoB++ {task} in headless chromium (branching by replay)"))
+    return out
+
+
 # The table. Other env families (code/, web/, tool/, swe/) append their entries here.
 ENVS: list[EnvEntry] = [
     EnvEntry("math/gsm8k", "mcts_agent.envs.math.gsm8k:GSM8KEnv", f"{NAMESPACE}/gsm8k-v0",
@@ -95,7 +111,11 @@ ENVS: list[EnvEntry] = [
     EnvEntry("textcraft", "mcts_agent.envs.text.textcraft:TextCraftEnv", f"{NAMESPACE}/textcraft-v0",
              loader="mcts_agent.envs.text.textcraft:load_textcraft", test_kwargs="mcts_agent.envs.text.textcraft:CHECK_KWARGS",
              description="TextCraft (Agent-R): craft a Minecraft item from a recipe list; the package's own reward"),
+    EnvEntry("swe/bench", "mcts_agent.envs.swe.env:SWEEnv", f"{NAMESPACE}/swe-bench-v0",
+             loader="mcts_agent.envs.swe.env:load_swe", test_kwargs="mcts_agent.envs.swe.env:check_kwargs",
+             description="SWE-bench-format issues in local git checkouts; edit actions, sandboxed pytest, SWE-bench grading"),
     *_bfcl_entries(),
+    *_miniwob_entries(),
 ]
 
 _BY_NAME: dict[str, EnvEntry] = {}

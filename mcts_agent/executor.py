@@ -1,4 +1,4 @@
-"""Where a round's env steps run: one batched call, serially, on threads or on processes.
+"""Where a round's env steps run: one batched call, serially, on threads, on processes or on Ray actors.
 
 The planner gathers every ``(state, action)`` of a round and hands them to an executor
 in one ``map`` call, so slow steps (a test run, a page load) overlap instead of running
@@ -7,7 +7,8 @@ started by then is skipped and comes back as ``SKIPPED``, so a time budget is ho
 inside a long round. Results come back in input order.
 
 ``ProcessExecutor`` pickles the env once into each worker; the function must be a
-module-level callable ``fn(env, item)``.
+module-level callable ``fn(env, item)``. ``RayExecutor`` (``mcts_agent.ray_executor``, kind
+``ray``) does the same on Ray actors, on one machine or a cluster; ``ray`` is imported only then.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class _Skipped(enum.Enum):
 SKIPPED = _Skipped.SKIPPED
 """The result of an item whose deadline passed before it started."""
 
-EXECUTORS = ("serial", "thread", "process")
+EXECUTORS = ("serial", "thread", "process", "ray")
 
 
 def _call(fn: Callable[[Any, Any], Any], env: Any, item: Any, deadline: float | None) -> Any:
@@ -137,10 +138,19 @@ class ProcessExecutor(_PoolExecutor):
         return self._pool.submit(_call_in_worker, fn, item, deadline)
 
 
-def make_executor(kind: str = "thread", workers: int = 1) -> Executor:
-    """An executor by name: ``serial``, ``thread`` or ``process``, with ``workers`` workers."""
+def make_executor(kind: str = "thread", workers: int = 1, **options: Any) -> Executor:
+    """An executor by name: ``serial``, ``thread``, ``process`` or ``ray``, with ``workers`` workers.
+
+    ``options`` go to ``RayExecutor`` (address, resources, retries); other kinds take none.
+    """
     if not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"env executor workers must be an int >= 1, got {workers!r}")
+    if kind == "ray":
+        from mcts_agent.ray_executor import RayExecutor
+
+        return RayExecutor(workers, **options)
+    if options:
+        raise ConfigError(f"env executor {kind!r} takes no options, got {sorted(options)}; they apply to 'ray'")
     if kind == "serial" or (kind == "thread" and workers == 1):
         return SerialExecutor()
     if kind == "thread":

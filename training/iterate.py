@@ -48,7 +48,8 @@ class IterateRun:
         mine = self.cfg.to_dict()
         if path.exists():
             theirs = json.loads(path.read_text())
-            if theirs != mine:
+            if _decisive(theirs) != _decisive(mine):  # a resumed run may move to another cluster or executor
+                mine, theirs = _decisive(mine), _decisive(theirs)
                 diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
                 raise ConfigError(f"{self.root} holds a run with a different configuration (differs in {diff}); "
                                   "choose another out_dir or restore the original config")
@@ -176,12 +177,24 @@ class IterateRun:
         out: dict[str, Any] = {}
         with self._backends("eval_backend", self.policy(k)) as (backend, critic_backend):
             for algo in self.cfg.eval_algos:
-                sc = self.cfg.eval_config(algo)
+                sc = self._where_search_runs(self.cfg.eval_config(algo))
                 critic = make_critic(self.cfg.eval_critic, critic_backend, env) if sc.algo.needs_critic else None
                 s = run_tasks(self.tasks("eval"), env, backend, sc, folder / algo, critic, env_id=self.cfg.env)
                 out[algo] = {"accuracy": s.accuracy, "ci95": list(s.ci95), "correct": s.correct, "tasks": s.tasks,
                              "tokens_per_task": s.tokens_per_task}
         return out
+
+    def _where_search_runs(self, sc: Any) -> Any:
+        """Held-out searches step their envs where the training search does (its Ray settings),
+        unless eval_search names an executor of its own."""
+        from dataclasses import replace
+
+        train = self.cfg.search_config()
+        if train.env_executor != "ray" or {"env_executor", "ray"} & set(self.cfg.eval_search):
+            return sc
+        keys = [k for k in ("env_executor", "ray", "ray_resources", "ray_retries", "env_workers")
+                if k not in self.cfg.eval_search]
+        return replace(sc, **{k: getattr(train, k) for k in keys})
 
     def policy(self, k: int) -> str | None:
         """The policy after iteration k (k = 0: the initial model; an iteration with no data keeps the last one)."""
@@ -195,6 +208,16 @@ class IterateRun:
     # ----- the loop -------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self._check_config()
+        train = self.cfg.search_config()
+        if train.env_executor != "ray" and not any(self.cfg.eval_config(a).env_executor == "ray"
+                                                   for a in self.cfg.eval_algos):
+            return self._run()
+        from mcts_agent.ray_executor import ray_session
+
+        with ray_session(train.ray):  # one cluster connection for every phase
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         history = [{"iteration": 0, "eval": self.phase(0, "eval", lambda f: self.evaluate(0, f))}]
         for k in range(1, self.cfg.iterations + 1):
             row: dict[str, Any] = {"iteration": k}
@@ -218,6 +241,17 @@ class IterateRun:
                 monitors.append({"iteration": k, **json.loads(p.read_text())})
         if monitors:
             plot_monitors(monitors, self.root / "monitors.png")
+
+
+def _decisive(config: dict[str, Any]) -> dict[str, Any]:
+    """An iterate config less the search fields that change only speed (executor, workers, Ray cluster)."""
+    from mcts_agent.search import SearchConfig
+
+    out = dict(config)
+    for key in ("search", "eval_search"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in SearchConfig.RUNTIME_FIELDS}
+    return out
 
 
 def revision_dataset(trees: list, prompt_fn: Any, delimiter: str) -> tuple[Any, dict[str, Any]]:

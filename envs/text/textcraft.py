@@ -36,6 +36,7 @@ from mcts_agent.envs.agent import AgentEnv, Outcome
 from mcts_agent.envs.loading import select
 from mcts_agent.envs.text.textcraft_recipes import book, format_task, item_id, item_name
 from mcts_agent.errors import EnvError
+from mcts_agent.llm.chat import plain_chat_position
 
 SPLITS = ("test", "train", "all")
 MAX_OBSERVATION_CHARS = 2000  # the package echoes a failed action back; a huge action gets a clipped echo
@@ -112,8 +113,7 @@ def oracle_script(tasks: Sequence[Task]) -> Callable[[str, int], str]:
     plans = {t.question: oracle_actions(t) for t in tasks}
 
     def script(prompt: str, i: int) -> str:
-        question = next(q for q in plans if q in prompt)
-        taken = prompt[prompt.index(question):].count("\nAssistant: ") - 1
+        question, _, taken = plain_chat_position(prompt, plans)
         plan = plans[question]
         return plan[taken] if taken < len(plan) else "inventory"
 

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "mcts_agent.cli.iterate",
     "mcts_agent.cli.export",
     "mcts_agent.cli.envs_cmd",
+    "mcts_agent.cli.swe",
 )
 
 

@@ -9,7 +9,7 @@ the system message instead, as a JSON list after ``TOOLS_HEADER``, so they never
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from mcts_agent.errors import ConfigError
 
@@ -63,3 +63,13 @@ def plain_chat(messages: Sequence[dict[str, str]], tools: Sequence[dict[str, Any
         msgs = inline_tools(msgs, tools)
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in msgs]
     return "\n".join(lines) + "\nAssistant: "
+
+
+def plain_chat_position(prompt: str, questions: Iterable[str]) -> tuple[str, str, int]:
+    """Where a ``plain_chat`` prompt stands: ``(the question of ``questions`` it poses, the text from
+    that question on, assistant turns already taken)``; for scripted policies (tests, oracles)."""
+    question = next((q for q in questions if q in prompt), None)
+    if question is None:
+        raise ValueError(f"the prompt poses none of the {len(list(questions))} known tasks: {prompt[:120]!r}")
+    after = prompt[prompt.index(question):]
+    return question, after, after.count("\nAssistant: ") - 1

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from mcts_agent.errors import ConfigError
 from mcts_agent.executor import EXECUTORS
+from mcts_agent.ray_executor import parse_resources
 
 
 class Algo(str, enum.Enum):
@@ -65,10 +66,17 @@ class SearchConfig:
     max_trees_in_flight: int = _opt(64, "trees searched at once (their requests share each batch)")
     seed: int = _opt(0, "seed for sampling; the same seed gives the same trees")
     env_workers: int = _opt(1, "env steps run at once: a round's steps go to this many workers in one batched call")
-    env_executor: str = _opt("thread", "where env steps run: serial | thread | process")
+    env_executor: str = _opt("thread", "where env steps run: serial | thread | process | ray")
+    ray: str | None = _opt(None, "run env steps on Ray actors (env_workers of them) on this cluster: host:port, "
+                                 "auto (RAY_ADDRESS or the one `ray start` made here, else a new local one) or "
+                                 "local (a new local cluster); implies env_executor ray")
+    ray_resources: str = _opt("CPU=1", "what each Ray env worker asks for, e.g. CPU=1,GPU=0,browser=1 "
+                                       "(custom names as the nodes' `ray start --resources`)")
+    ray_retries: int = _opt(3, "times one env step is retried after its Ray worker died (the worker is restarted)")
 
     # Fields that change how fast a run goes, not which trees it searches.
-    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("max_trees_in_flight", "env_workers", "env_executor")
+    RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("max_trees_in_flight", "env_workers", "env_executor", "ray",
+                                                 "ray_resources", "ray_retries")
 
     def __post_init__(self) -> None:
         for name, enum_type in (("algo", Algo), ("selection", Selection), ("answer_rule", AnswerRule)):
@@ -83,6 +91,7 @@ class SearchConfig:
                 raise ConfigError(f"SearchConfig.{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.env_executor not in EXECUTORS:
             raise ConfigError(f"SearchConfig.env_executor must be one of {list(EXECUTORS)}, got {self.env_executor!r}")
+        self._check_ray()
         if not 0 < self.widening_alpha <= 1:
             raise ConfigError(f"SearchConfig.widening_alpha must be in (0, 1], got {self.widening_alpha!r}")
         for name in ("c_puct", "virtual_loss", "temperature", "widening"):
@@ -94,6 +103,28 @@ class SearchConfig:
             raise ConfigError(f"SearchConfig.token_budget must be >= 1 or None, got {self.token_budget!r}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise ConfigError(f"SearchConfig.time_budget must be > 0 or None, got {self.time_budget!r}")
+
+    def _check_ray(self) -> None:
+        if self.ray is not None:
+            if not isinstance(self.ray, str) or not self.ray.strip():
+                raise ConfigError(f"SearchConfig.ray must be a cluster address, 'auto' or 'local', got {self.ray!r}")
+            if self.env_executor == "thread":  # the default: giving a cluster is enough
+                self.env_executor = "ray"
+            elif self.env_executor != "ray":
+                raise ConfigError(f"SearchConfig.ray={self.ray!r} runs env steps on Ray actors, but env_executor is "
+                                  f"{self.env_executor!r}; leave env_executor at its default or set it to 'ray'")
+        if not isinstance(self.ray_retries, int) or self.ray_retries < 0:
+            raise ConfigError(f"SearchConfig.ray_retries must be an integer >= 0, got {self.ray_retries!r}")
+        try:
+            parse_resources(self.ray_resources)
+        except ConfigError as e:
+            raise ConfigError(f"SearchConfig.ray_resources: {e}") from None
+
+    def executor_options(self) -> dict[str, Any]:
+        """Keyword options of ``make_executor`` for this config (the Ray settings, for ``ray``)."""
+        if self.env_executor != "ray":
+            return {}
+        return {"address": self.ray, "resources": self.ray_resources, "retries": self.ray_retries}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items()}

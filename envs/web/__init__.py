@@ -1,0 +1,1 @@
+"""Web agents: MiniWoB++ pages in headless Chromium, branching by replay."""
