@@ -28,8 +28,8 @@ def test_envs_command_lists_the_agent_envs() -> None:
 def test_bad_env_worker_options_are_clear(tmp_path: Path) -> None:
     out = cli("search", "--env", "textcraft", "--env-workers", "0", "--out", str(tmp_path / "x"), timeout=120)
     assert out.returncode == 2 and "SearchConfig.env_workers must be an integer >= 1, got 0" in out.stderr
-    out = cli("search", "--env", "textcraft", "--env-executor", "ray", "--out", str(tmp_path / "x"), timeout=120)
-    assert out.returncode == 2 and "env_executor must be one of ['serial', 'thread', 'process'], got 'ray'" in out.stderr
+    out = cli("search", "--env", "textcraft", "--env-executor", "dask", "--out", str(tmp_path / "x"), timeout=120)
+    assert out.returncode == 2 and "env_executor must be one of ['serial', 'thread', 'process', 'ray'], got 'dask'" in out.stderr
 
 
 @pytest.mark.model

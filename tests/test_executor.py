@@ -56,7 +56,7 @@ def test_a_failing_step_propagates(executor) -> None:
 def test_make_executor_validates() -> None:
     assert isinstance(make_executor("thread", 1), SerialExecutor)
     assert isinstance(make_executor("thread", 4), ThreadExecutor)
-    with pytest.raises(ConfigError, match="unknown env executor 'ray'; expected one of"):
-        make_executor("ray", 2)
+    with pytest.raises(ConfigError, match="unknown env executor 'dask'; expected one of"):
+        make_executor("dask", 2)
     with pytest.raises(ConfigError, match="env executor workers must be an int >= 1, got 0"):
         make_executor("thread", 0)

@@ -70,7 +70,7 @@ class Planner:
         self.strategy = STRATEGIES[config.algo](config, env)
         self.stats = RunStats()
         self._own_executor = executor is None
-        self.executor = executor or make_executor(config.env_executor, config.env_workers)
+        self.executor = executor or make_executor(config.env_executor, config.env_workers, **config.executor_options())
 
     def prompt_of(self, st: SearchState, node: Node) -> str:
         """The text the policy continues from ``node``: rendered once (for the critic or the first
