@@ -46,6 +46,14 @@ def import_ray() -> ModuleType:
     return ray
 
 
+def check_resources(spec: str | Mapping[str, float], what: str) -> None:
+    """Raise ConfigError naming ``what`` unless ``spec`` parses (see ``parse_resources``)."""
+    try:
+        parse_resources(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{what}: {e}") from None
+
+
 def parse_resources(spec: str | Mapping[str, float]) -> dict[str, float]:
     """``"CPU=1,GPU=0.5,browser=1"`` (or a dict) as ``{name: amount}``; amounts are numbers >= 0."""
     if isinstance(spec, Mapping):

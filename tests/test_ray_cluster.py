@@ -32,6 +32,16 @@ pytestmark = pytest.mark.ray
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
+def kill_processes_under(temp: str) -> None:
+    """Kill every process whose command line names ``temp`` (a cluster's private temp dir)."""
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp in arg for arg in proc.info["cmdline"] or ()):
+                proc.kill()
+        except psutil.Error:
+            pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,12 +74,7 @@ def _stop(cluster_procs: list[subprocess.Popen], temp: str) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(10)
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(temp in arg for arg in proc.info["cmdline"] or ()):
-                proc.kill()
-        except psutil.Error:
-            pass
+    kill_processes_under(temp)
     with_record = Path(temp) / "ray_current_cluster"
     with_record.unlink(missing_ok=True)
     shutil.rmtree(temp, ignore_errors=True)
@@ -272,10 +277,5 @@ def test_cli_search_with_ray_local_env_workers_and_a_policy_replica(tmp_path: Pa
         assert not left, [p.info["cmdline"][:1] for p in left]  # the local cluster stopped with the command
     finally:
         server.close()
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if any(temp in arg for arg in proc.info["cmdline"] or ()):
-                    proc.kill()
-            except psutil.Error:
-                pass
+        kill_processes_under(temp)
         shutil.rmtree(temp, ignore_errors=True)

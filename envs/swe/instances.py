@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -152,20 +152,14 @@ def load_instances(source: str | os.PathLike[str] | Iterable[Mapping[str, Any]],
             raise EnvError(f"{where}: duplicate instance_id {inst.instance_id!r}")
         seen.add(inst.instance_id)
         if inst.repo_path and base is not None and not os.path.isabs(inst.repo_path):
-            inst = _with_repo(inst, str(base / inst.repo_path))
+            inst = replace(inst, repo_path=str(base / inst.repo_path))
         if check:
             repo = repo_dir(inst, repos_dir)
             check_commit(inst, repo)
             check_applies(inst, repo)
-            inst = _with_repo(inst, repo)
+            inst = replace(inst, repo_path=repo)
         out.append(inst)
     return out
-
-
-def _with_repo(inst: SWEInstance, repo: str) -> SWEInstance:
-    from dataclasses import replace
-
-    return replace(inst, repo_path=repo)
 
 
 def write_instances(path: str | os.PathLike[str], instances: Sequence[SWEInstance]) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import difflib
 import re
 import shutil
-import subprocess
 import tempfile
 from typing import Callable, Sequence
 
 from mcts_agent.env import Task
 from mcts_agent.envs.swe.env import task_instance
-from mcts_agent.envs.swe.workspace import apply_patch, git
+from mcts_agent.envs.swe.workspace import apply_patch, clone_at, git
 from mcts_agent.errors import EnvError
 from mcts_agent.llm.chat import plain_chat_position
 
@@ -53,8 +52,7 @@ def oracle_actions(task: Task) -> list[str]:
         raise EnvError(f"task {task.id!r} has no repo_path")
     tmp = tempfile.mkdtemp(prefix="mcts-swe-oracle-")
     try:
-        subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", repo, tmp], check=True, capture_output=True)
-        git(tmp, "checkout", "-q", "--detach", inst.base_commit)
+        clone_at(repo, inst.base_commit, tmp)
         paths = [b for _, b in _FILE.findall(inst.patch)]
         before = {p: git(tmp, "show", f"{inst.base_commit}:{p}", check=False) for p in paths}
         why = apply_patch(tmp, inst.patch, what="gold patch")

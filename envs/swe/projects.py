@@ -21,7 +21,7 @@ from pathlib import Path
 from mcts_agent.envs.swe.config import PROJECT_NAMES
 from mcts_agent.envs.swe.instances import SWEInstance
 from mcts_agent.envs.swe.testrun import DEFAULT_PYTEST, default_cache
-from mcts_agent.envs.swe.workspace import git
+from mcts_agent.envs.swe.workspace import clone_at, git
 from mcts_agent.errors import EnvError
 
 FIXED_DATE = "2000-01-01T00:00:00+0000"
@@ -118,8 +118,7 @@ def commit_instance(repo: str, clean: str, instance: SWEInstance) -> str:
     """Create ``instance``'s base commit on ``clean``: the gold patch and the test patch undone."""
     tmp = tempfile.mkdtemp(prefix="mcts-swe-build-")
     try:
-        subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", repo, tmp], check=True, capture_output=True)
-        git(tmp, "checkout", "-q", "--detach", clean)
+        clone_at(repo, clean, tmp)
         for what, patch in (("gold patch", instance.patch), ("test patch", instance.test_patch)):
             if patch.strip() and git(tmp, "apply", "-R", "-", stdin=patch, check=False).returncode != 0:
                 raise EnvError(f"instance {instance.instance_id!r}: its {what} does not undo on {clean[:12]}")

@@ -56,6 +56,15 @@ def diff(worktree: str, base_commit: str) -> str:
     return git(worktree, "diff", "--cached", "--no-color", "--no-ext-diff", base_commit, "--").stdout
 
 
+def clone_at(repo: str, commit: str, dest: str) -> None:
+    """A cheap private copy of ``repo`` at ``commit`` in ``dest`` (``git clone --shared``: objects borrowed)."""
+    proc = subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", repo, dest],
+                          capture_output=True, text=True, env={**os.environ, **_GIT_ENV})
+    if proc.returncode != 0:
+        raise EnvError(f"cannot clone {repo}: {proc.stderr.strip()[:300]}")
+    git(dest, "checkout", "-q", "--detach", commit)
+
+
 @dataclass
 class _Copy:
     path: str
@@ -147,11 +156,7 @@ class Workspace:
         return pick
 
     def _create(self, copy: _Copy) -> None:
-        proc = subprocess.run(["git", "clone", "-q", "--shared", "--no-checkout", self.repo, copy.path],
-                              capture_output=True, text=True, env={**os.environ, **_GIT_ENV})
-        if proc.returncode != 0:
-            raise EnvError(f"cannot clone {self.repo}: {proc.stderr.strip()[:300]}")
-        git(copy.path, "checkout", "-q", "--detach", self.base_commit)
+        clone_at(self.repo, self.base_commit, copy.path)
         copy.patch = ""
         self.stats.created += 1
 

@@ -81,14 +81,11 @@ def run_job(job: SearchJob) -> list[RunSummary]:
 
 def _check_replicas(job: SearchJob) -> None:
     from mcts_agent.errors import ConfigError
-    from mcts_agent.ray_executor import parse_resources
+    from mcts_agent.ray_executor import check_resources
 
     if not isinstance(job.replicas, int) or job.replicas < 0:
         raise ConfigError(f"--replicas must be an integer >= 0, got {job.replicas!r}")
-    try:
-        parse_resources(job.replica_resources)
-    except ConfigError as e:
-        raise ConfigError(f"--replica-resources: {e}") from None
+    check_resources(job.replica_resources, "--replica-resources")
 
 
 def _load_policy(job: SearchJob) -> Backend:

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from mcts_agent.errors import ConfigError
 from mcts_agent.executor import EXECUTORS
-from mcts_agent.ray_executor import parse_resources
+from mcts_agent.ray_executor import check_resources
 
 
 class Algo(str, enum.Enum):
@@ -115,10 +115,7 @@ class SearchConfig:
                                   f"{self.env_executor!r}; leave env_executor at its default or set it to 'ray'")
         if not isinstance(self.ray_retries, int) or self.ray_retries < 0:
             raise ConfigError(f"SearchConfig.ray_retries must be an integer >= 0, got {self.ray_retries!r}")
-        try:
-            parse_resources(self.ray_resources)
-        except ConfigError as e:
-            raise ConfigError(f"SearchConfig.ray_resources: {e}") from None
+        check_resources(self.ray_resources, "SearchConfig.ray_resources")
 
     def executor_options(self) -> dict[str, Any]:
         """Keyword options of ``make_executor`` for this config (the Ray settings, for ``ray``)."""
