@@ -32,6 +32,17 @@ def write_result(path: str | Path, name: str, config: dict[str, Any], rows: list
     return doc
 
 
+def paired_bootstrap(diffs: Sequence[float], draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-task paired differences and its paired-bootstrap 95% interval."""
+    import numpy as np
+
+    d = np.asarray(diffs, dtype=float)
+    if not len(d):
+        raise ValueError("paired_bootstrap needs at least one paired difference")
+    boots = d[np.random.default_rng(seed).integers(0, len(d), size=(draws, len(d)))].mean(axis=1)
+    return float(d.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+
+
 def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
     columns = list(columns or (rows[0].keys() if rows else []))
     table = Table(title=title)

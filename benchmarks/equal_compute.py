@@ -6,6 +6,11 @@ budget per tree for beam and MCTS), all on the same tasks, in one run. The plot 
 accuracy against the tokens each method actually spent.
 
     python -m mcts_agent.benchmarks.equal_compute --tasks 40 --budgets 150,300,600
+    python -m mcts_agent.benchmarks.equal_compute --tasks 60 --budgets 300 --methods sc,mcts \
+        --critic prm:results/critic_quality_runs/prm/critic     # MCTS steered by a trained PRM
+
+Every method is also compared with self-consistency at the same budget on the same tasks:
+the paired difference in accuracy with a paired-bootstrap 95% interval.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcts_agent.benchmarks.common import print_table, write_result
+from mcts_agent.benchmarks.common import paired_bootstrap, print_table, write_result
+
+METHODS = ("bon", "sc", "beam", "mcts")
 
 
 def configs(budget: int, solution_tokens: int, args: argparse.Namespace) -> dict[str, dict]:
@@ -40,12 +47,16 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-step-tokens", type=int, default=48)
     p.add_argument("--max-solution-tokens", type=int, default=160)
-    p.add_argument("--critic", default="self-eval")
+    p.add_argument("--critic", default="self-eval", help="critic of bon, beam and mcts (e.g. prm:DIR, value:DIR)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"some of {','.join(METHODS)} (greedy always runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="results/equal_compute_runs")
     p.add_argument("--out", default="results/equal_compute.json")
     p.add_argument("--plot", default="results/equal_compute.png")
     args = p.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or set(methods) - set(METHODS):
+        p.error(f"--methods {args.methods!r}: expected a comma-separated subset of {list(METHODS)}")
 
     from mcts_agent import envs
     from mcts_agent.critics import make_critic
@@ -62,9 +73,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     def run(label: str, budget: int | None, cfg: dict) -> dict:
         sc = SearchConfig.from_dict(cfg)
-        s = run_tasks(tasks, env, backend, sc, work / f"{label}-{budget}", critic if label in ("bon", "beam", "mcts")
-                      else None, env_id=args.env)
-        row = {"method": label, "budget": budget, "accuracy": s.accuracy, "ci95_low": s.ci95[0],
+        guided = label in ("bon", "beam", "mcts")
+        s = run_tasks(tasks, env, backend, sc, work / f"{label}-{budget}", critic if guided else None, env_id=args.env,
+                      settings={"critic": args.critic} if guided else None)  # a rerun with another critic is refused
+        row = {"method": label, "budget": budget, "dir": str(work / f"{label}-{budget}"), "accuracy": s.accuracy,
+               "ci95_low": s.ci95[0],
                "ci95_high": s.ci95[1], "tokens_per_task": round(s.tokens_per_task, 1), "seconds": s.seconds}
         rows.append(row)
         print(row, flush=True)
@@ -75,11 +88,36 @@ def main(argv: list[str] | None = None) -> dict:
     solution_tokens = max(10, int(greedy["tokens_per_task"]))
     for budget in [int(b) for b in args.budgets.split(",")]:
         for label, cfg in configs(budget, solution_tokens, args).items():
-            run(label, budget, cfg)
+            if label in methods:
+                run(label, budget, cfg)
     backend.close()
-    print_table("accuracy at equal generated tokens", rows)
+    print_table("accuracy at equal generated tokens", [{k: v for k, v in r.items() if k != "dir"} for r in rows])
+    against_sc = paired_against_sc(rows, args.seed)
+    if against_sc:
+        print_table("paired difference against self-consistency at the same budget", against_sc)
     plot(rows, args.plot)
-    return write_result(args.out, "equal_compute", vars(args), rows, plot=args.plot)
+    return write_result(args.out, "equal_compute", vars(args), rows, plot=args.plot, paired_vs_sc=against_sc)
+
+
+def paired_against_sc(rows: list[dict], seed: int) -> list[dict]:
+    """Each method's accuracy minus self-consistency's on the same tasks and budget, with a
+    paired-bootstrap 95% interval."""
+    import json
+
+    def correct(folder: str) -> dict[str, bool]:
+        lines = (Path(folder) / "results.jsonl").read_text().splitlines()
+        return {r["task_id"]: bool(r["correct"]) for r in map(json.loads, filter(str.strip, lines))}
+
+    out = []
+    for sc in (r for r in rows if r["method"] == "sc"):
+        base = correct(sc["dir"])
+        for r in rows:
+            if r["budget"] == sc["budget"] and r["method"] != "sc":
+                mine = correct(r["dir"])
+                diff, lo, hi = paired_bootstrap([int(mine[t]) - int(base[t]) for t in sorted(base)], seed=seed)
+                out.append({"method": r["method"], "budget": r["budget"], "minus_sc_points": round(100 * diff, 1),
+                            "ci95_points": [round(100 * lo, 1), round(100 * hi, 1)]})
+    return out
 
 
 def plot(rows: list[dict], path: str) -> None:

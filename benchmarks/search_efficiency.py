@@ -9,8 +9,12 @@ through ``backend.generate`` and times them. Side by side, in one process:
 * ``prefix_sharing_speedup`` the raw replay with every prompt prefilled whole ÷ with the
   batch's common prompt prefix run once (transformers backend only)
 
-Run with the critic (self-eval, one batched forward pass per round) and without it:
-critic passes are model time too, but they produce no generated tokens.
+Run without a critic and with the self-eval critic (one batched forward pass per round):
+critic passes are model time too, but they produce no generated tokens. A row is
+``CRITIC[/MODE][+fused]``: ``self-eval/turn`` asks in the policy's own chat (a prompt that
+extends the policy's), ``+fused`` lets generation score it off its KV cache
+(``SearchConfig.fused_eval``; the other rows run with it off). The replay of a fused row
+sends its batches without the evaluation, so "raw" is plain generation in every row.
 
     python -m mcts_agent.benchmarks.search_efficiency --tasks 16 --simulations 4 --branching 4
 """
@@ -18,7 +22,9 @@ critic passes are model time too, but they produce no generated tokens.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from dataclasses import replace
 from typing import Sequence
 
 from mcts_agent.benchmarks.common import print_table, write_result
@@ -33,6 +39,7 @@ class Recording(Backend):
         self.inner = inner
         self.name = inner.name
         self.batches: list[list[GenerationRequest]] = []
+        self.supports_fused_eval = inner.supports_fused_eval
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         self.batches.append(list(requests))
@@ -52,21 +59,34 @@ def replay(backend: Backend, batches: list[list[GenerationRequest]]) -> tuple[in
     """Send ``batches`` straight to ``backend``; return (generated tokens, seconds)."""
     tokens, t0 = 0, time.perf_counter()
     for batch in batches:
-        tokens += sum(len(c.token_ids) for comps in backend.generate(batch) for c in comps)
+        plain = [replace(r, evaluate=None) for r in batch]
+        tokens += sum(len(c.token_ids) for comps in backend.generate(plain) for c in comps)
     return tokens, time.perf_counter() - t0
 
 
-def measure(backend: Backend, tasks, env, critic_name: str, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
+def parse_row(spec: str) -> tuple[str, str | None, bool]:
+    """``"self-eval/turn+fused"`` -> ``("self-eval", "turn", True)``."""
+    rest, plus, flag = spec.strip().partition("+")
+    if plus and flag != "fused":
+        raise SystemExit(f"--critics: row {spec!r} ends in '+{flag}'; expected CRITIC[/MODE][+fused]")
+    name, _, mode = rest.partition("/")
+    return name, mode or None, bool(plus)
+
+
+def measure(backend: Backend, tasks, env, row: str, args: argparse.Namespace) -> dict:  # type: ignore[no-untyped-def]
     from mcts_agent.critics import make_critic
     from mcts_agent.search import Planner, SearchConfig
 
+    critic_name, mode, fused = parse_row(row)
     rec = Recording(backend)
-    critic = None if critic_name == "none" else make_critic(critic_name, backend, env)
+    critic = None if critic_name == "none" else make_critic(critic_name, backend, env, **({"mode": mode} if mode else {}))
     cfg = SearchConfig(simulations=args.simulations, branching=args.branching, max_step_tokens=args.max_step_tokens,
-                       max_trees_in_flight=len(tasks), seed=args.seed)
+                       max_trees_in_flight=len(tasks), seed=args.seed, fused_eval=fused)
+    fused_before = backend.stats.extra.get("fused_eval_seconds", 0.0)
     planner = Planner(rec, env, cfg, critic)
     planner.run(tasks)
     s = planner.stats
+    fused_seconds = backend.stats.extra.get("fused_eval_seconds", 0.0) - fused_before
     search_tps = s.generated_tokens / s.wall_seconds
     # Replay the very same batches directly (same prompts, n, seeds, stop strings).
     raw_tokens, raw_seconds = replay(backend, rec.batches)
@@ -78,13 +98,15 @@ def measure(backend: Backend, tasks, env, critic_name: str, args: argparse.Names
         backend.share_prefix = True
         row_extra = {"raw_whole_prompt_seconds": round(whole, 2), "prefix_sharing_speedup": round(whole / raw_seconds, 3)}
     return {
-        "critic": critic_name, "trees": len(tasks), "rounds": s.rounds,
+        "critic": row.strip(), "trees": len(tasks), "rounds": s.rounds,
         "mean_batch_rows": round(sum(s.batch_sizes) / len(s.batch_sizes), 1),
         "search_tokens": s.generated_tokens, "search_seconds": round(s.wall_seconds, 2),
         "search_tok_s": round(search_tps, 1), "raw_tokens": raw_tokens, "raw_seconds": round(raw_seconds, 2),
         "raw_tok_s": round(raw_tps, 1), "ratio": round(search_tps / raw_tps, 3),
         "policy_share": round(s.policy_seconds / s.wall_seconds, 3),
         "critic_share": round(s.critic_seconds / s.wall_seconds, 3),
+        "fused_eval_share": round(fused_seconds / s.wall_seconds, 3),  # inside policy_share
+        "fused_nodes": getattr(critic, "fused", 0), "critic_scored_nodes": getattr(critic, "scored", 0),
         "outside_fraction": round(s.outside_model_fraction, 4), **row_extra,
     }
 
@@ -97,12 +119,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--simulations", type=int, default=4)
     p.add_argument("--branching", type=int, default=4)
     p.add_argument("--max-step-tokens", type=int, default=48)
-    p.add_argument("--critics", default="none,self-eval", help="comma-separated critic names")
+    p.add_argument("--critics", default="none,self-eval,self-eval/turn,self-eval/turn+fused",
+                   help="comma-separated rows CRITIC[/MODE][+fused] (MODE: self-eval's chat | suffix | turn)")
     p.add_argument("--backend", default="transformers")
     p.add_argument("--model", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/search_efficiency.json")
     args = p.parse_args(argv)
+    load = os.getloadavg()
 
     from mcts_agent import envs
     from mcts_agent.llm import load_backend
@@ -115,8 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     backend.close()
     print_table("MCTS tokens/s against the same batches replayed raw", rows,
                 ["critic", "trees", "mean_batch_rows", "search_tok_s", "raw_tok_s", "ratio", "policy_share",
-                 "critic_share", "outside_fraction", "prefix_sharing_speedup"])
-    return write_result(args.out, "search_efficiency", vars(args), rows,
+                 "critic_share", "fused_eval_share", "fused_nodes", "outside_fraction", "prefix_sharing_speedup"])
+    return write_result(args.out, "search_efficiency", vars(args), rows, load_average_at_start=[round(x, 2) for x in load],
                         targets={"ratio": ">= 0.8", "outside_fraction": "< 0.05"})
 
 

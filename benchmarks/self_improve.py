@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mcts_agent.benchmarks.common import print_table, write_result
+from mcts_agent.benchmarks.common import paired_bootstrap, print_table, write_result
 
 
 def arm_config(args: argparse.Namespace, method: str, out_dir: Path, max_examples: int | None) -> dict[str, Any]:
@@ -104,18 +104,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 def paired_gain_ci(base_dir: Path, final_dir: Path, draws: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
     """Gain in accuracy on the same held-out tasks with a paired-bootstrap 95% interval."""
-    import numpy as np
 
     def correct(d: Path) -> dict[str, bool]:
         lines = (d / "eval" / "greedy" / "results.jsonl").read_text().splitlines()
         return {json.loads(x)["task_id"]: bool(json.loads(x)["correct"]) for x in lines if x.strip()}
 
     a, b = correct(base_dir), correct(final_dir)
-    ids = sorted(set(a) & set(b))
-    diff = np.array([int(b[i]) - int(a[i]) for i in ids], dtype=float)
-    rng = np.random.default_rng(seed)
-    boots = diff[rng.integers(0, len(diff), size=(draws, len(diff)))].mean(axis=1)
-    return float(diff.mean()), float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))
+    return paired_bootstrap([int(b[i]) - int(a[i]) for i in sorted(set(a) & set(b))], draws, seed)
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from mcts_agent.errors import CriticError
+from mcts_agent.llm.types import Evaluation
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class NodeView:
     ``prompt`` is the full policy text up to and including the node's last step.
     ``reward`` is the environment's reward (non-zero only in outcome-reward training).
     ``state`` lets critics that act (rollouts) continue the episode from this node.
+    ``evaluation`` is the backend's fused evaluation of the node's sample, when the planner
+    asked for one (see ``Critic.prompt_suffix``); a critic checks its text before using it.
     """
 
     prompt: str
@@ -26,6 +29,7 @@ class NodeView:
     terminal: bool
     reward: float | None = None
     state: Any = None  # the env snapshot (envs.base.EnvState, gold stripped in evaluation)
+    evaluation: Evaluation | None = None
 
 
 class Critic(abc.ABC):
@@ -36,6 +40,12 @@ class Critic(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, nodes: Sequence[NodeView]) -> list[float]:
         """One value per node, in order, for the whole batch at once."""
+
+    def prompt_suffix(self) -> tuple[str, tuple[str, ...]] | None:
+        """``(suffix, candidates)`` when this critic reads next-token candidates after
+        ``node.prompt + suffix``: the planner may then have the backend score them while
+        generating the node (fused evaluation). None (the default): never fused."""
+        return None
 
     def __call__(self, nodes: Sequence[NodeView]) -> list[float]:
         if not nodes:

@@ -177,7 +177,7 @@ def test_self_eval_few_shot_examples() -> None:
 
 
 def test_self_eval_config_validation() -> None:
-    with pytest.raises(ConfigError, match=r"mode must be one of \('chat', 'suffix'\), got 'bogus'"):
+    with pytest.raises(ConfigError, match=r"mode must be one of \('chat', 'suffix', 'turn'\), got 'bogus'"):
         SelfEvalConfig(mode="bogus")
     with pytest.raises(ConfigError, match="share"):
         SelfEvalConfig(positive=("Yes",), negative=("Yes", "No"))
@@ -424,7 +424,7 @@ def test_make_critic_errors() -> None:
     with pytest.raises(CriticError) as e:
         make_critic("oracle")
     assert str(e.value) == ("unknown critic 'oracle'; expected one of ['self-eval', 'verifier', 'rollout', 'judge', "
-                            "'ensemble', 'none'] or an ensemble spec like 'self-eval:0.5,verifier:0.5'")
+                            "'self-eval-turn', 'prm', 'value', 'ensemble', 'none'] or an ensemble spec like 'self-eval:0.5,verifier:0.5'")
     with pytest.raises(CriticError, match="critic 'self-eval' needs a backend"):
         make_critic("self-eval")
     with pytest.raises(CriticError, match="critic 'ensemble' needs spec="):

@@ -109,3 +109,10 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
         IterateConfig(pairs={"q_margn": 1})
     with pytest.raises(ConfigError, match=r"IterateConfig.dpo: unknown DPOTrainConfig keys \['lr'\]"):
         IterateConfig(dpo={"lr": 1e-4})
+
+
+def test_every_example_config_is_valid() -> None:
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("iterate*.json"))
+    assert len(examples) >= 4
+    for path in examples:
+        IterateConfig.load(path)  # raises ConfigError naming the file and the bad key

@@ -104,7 +104,7 @@ def test_unknown_correctness_and_no_correct_answer_are_clear_errors() -> None:
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: StepLabelConfig(label="soft"), "StepLabelConfig.label must be one of ('q', 'outcome'), got 'soft'"),
+    (lambda: StepLabelConfig(label="soft"), "StepLabelConfig.label must be one of ('q', 'outcome', 'mc'), got 'soft'"),
     (lambda: StepLabelConfig(min_visits=-1), "StepLabelConfig.min_visits must be an int >= 0, got -1"),
     (lambda: RevisionConfig(phrase=" "), "RevisionConfig.phrase must be a non-empty string, got ' '"),
     (lambda: RevisionConfig(max_per_tree=0), "RevisionConfig.max_per_tree must be None or an int >= 1, got 0"),

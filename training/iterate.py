@@ -5,6 +5,8 @@ Each iteration k writes ``out_dir/iter_<k>/`` with one folder per phase:
     search/   trees.jsonl, results.jsonl, summary.json   (MCTS with the policy of iteration k-1)
     pairs/    the training dataset (datasets.save_to_disk) and stats.json: step preference
               pairs (method dpo) or correct solution paths (method sft, the STaR baseline)
+    critic/   with critic_train set: critic/ (the trained critic of iteration k), train_result.json
+              (losses, label statistics, held-out AUC beside the search critics' own)
     train/    adapter/, merged/ (the policy of iteration k), train_result.json
     eval/     <algo>/ runs on the held-out split with the new policy
     monitors.json
@@ -86,15 +88,15 @@ class IterateRun:
         return self._tasks[which]
 
     # ----- phases ---------------------------------------------------------------------
-    def search(self, policy: str | None, folder: Path) -> dict[str, Any]:
+    def search(self, k: int, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
         from mcts_agent.critics import make_critic
         from mcts_agent.runner import run_tasks
 
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="outcome")
-        with self._backends("backend", policy) as (backend, critic_backend):
-            s = run_tasks(self.tasks("train"), env, backend, self.cfg.search_config(), folder,
-                          make_critic(self.cfg.critic, critic_backend, env), env_id=self.cfg.env)
+        with self._backends("backend", self.policy(k - 1)) as (backend, critic_backend):
+            critic = make_critic(self.cfg.resolve_critic(self.cfg.critic, self.trained_critic(k - 1)), critic_backend, env)
+            s = run_tasks(self.tasks("train"), env, backend, self.cfg.search_config(), folder, critic, env_id=self.cfg.env)
             tokens = backend.stats.generated_tokens
         return {"accuracy": s.accuracy, "tasks": s.tasks, "generated_tokens": tokens}
 
@@ -168,6 +170,30 @@ class IterateRun:
         return {"merged_dir": result.merged_dir, "initial_loss": result.initial_loss, "final_loss": result.final_loss,
                 "steps": result.steps, "examples": result.examples}
 
+    def critic(self, k: int, folder: Path) -> dict[str, Any]:
+        """Train the critic on iteration k's search trees, continuing iteration k-1's critic
+        (the self-evolving critic); its held-out AUC is reported beside the search critics'."""
+        from mcts_agent.io import load_trees
+        from mcts_agent.training.critic_train import train_critic
+
+        trees = load_trees(self.root / f"iter_{k}" / "search" / "trees.jsonl")
+        cfg = self.cfg.critic_train_config(str(folder))
+        try:
+            r = train_critic(self.trained_critic(k - 1) or self.cfg.model, trees, cfg)
+        except TrainingDataError as e:
+            self.progress(f"iteration {k}: no critic training data ({e}); the critic is kept for this iteration")
+            return {"skipped": str(e), "critic_dir": None}
+        return {"critic_dir": r.critic_dir, "kind": r.kind, "loss_before": r.loss_before, "loss_after": r.loss_after,
+                "steps": r.steps, "examples": r.examples, "label_stats": r.label_stats, "val": r.val}
+
+    def trained_critic(self, k: int) -> str | None:
+        """The critic directory trained by iteration k or the latest before it (None: none yet)."""
+        for i in range(k, 0, -1):
+            done = self.root / f"iter_{i}" / "critic" / "DONE.json"
+            if done.exists() and json.loads(done.read_text()).get("critic_dir"):
+                return str(self.root / f"iter_{i}" / "critic" / "critic")
+        return None
+
     def evaluate(self, k: int, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
         from mcts_agent.critics import make_critic
@@ -178,7 +204,8 @@ class IterateRun:
         with self._backends("eval_backend", self.policy(k)) as (backend, critic_backend):
             for algo in self.cfg.eval_algos:
                 sc = self._where_search_runs(self.cfg.eval_config(algo))
-                critic = make_critic(self.cfg.eval_critic, critic_backend, env) if sc.algo.needs_critic else None
+                spec = self.cfg.resolve_critic(self.cfg.eval_critic, self.trained_critic(k))
+                critic = make_critic(spec, critic_backend, env) if sc.algo.needs_critic else None
                 s = run_tasks(self.tasks("eval"), env, backend, sc, folder / algo, critic, env_id=self.cfg.env)
                 out[algo] = {"accuracy": s.accuracy, "ci95": list(s.ci95), "correct": s.correct, "tasks": s.tasks,
                              "tokens_per_task": s.tokens_per_task}
@@ -221,8 +248,10 @@ class IterateRun:
         history = [{"iteration": 0, "eval": self.phase(0, "eval", lambda f: self.evaluate(0, f))}]
         for k in range(1, self.cfg.iterations + 1):
             row: dict[str, Any] = {"iteration": k}
-            row["search"] = self.phase(k, "search", lambda f, k=k: self.search(self.policy(k - 1), f))
+            row["search"] = self.phase(k, "search", lambda f, k=k: self.search(k, f))
             row["pairs"] = self.phase(k, "pairs", lambda f, k=k: self.pairs(k, f))
+            if self.cfg.critic_train is not None:
+                row["critic"] = self.phase(k, "critic", lambda f, k=k: self.critic(k, f))
             row["train"] = self.phase(k, "train", lambda f, k=k: self.train(k, f))
             row["eval"] = self.phase(k, "eval", lambda f, k=k: self.evaluate(k, f))
             history.append(row)

@@ -11,9 +11,18 @@ from typing import Any
 from mcts_agent.errors import ConfigError
 from mcts_agent.llm.spec import BackendSpec
 from mcts_agent.search import SearchConfig
+from mcts_agent.training.critic_train import CriticTrainConfig
 from mcts_agent.training.dpo import DPOTrainConfig
 from mcts_agent.training.sft import SFTTrainConfig
 from mcts_agent.training.pairs import PairConfig
+
+
+TRAINED = "trained"  # the critic-spec name of iterate's self-evolving critic
+
+
+def uses_trained_critic(spec: str) -> bool:
+    """Does a critic spec name the 'trained' critic (alone or as an ensemble member)?"""
+    return any(part.strip().partition(":")[0].strip().lower() == TRAINED for part in spec.split(","))
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -53,6 +62,11 @@ class IterateConfig:
     eval_algos: list[str] = _opt(["greedy"], "Algorithms evaluated on the held-out split each iteration.")
     eval_search: dict[str, Any] = _opt({"simulations": 8, "branching": 4}, "SearchConfig fields for held-out MCTS.")
     eval_critic: str = _opt("self-eval", "Critic for held-out search (no gold: evaluation never sees it).")
+    critic_train: dict[str, Any] | None = _opt(None, "CriticTrainConfig fields (kind prm | value, label, ...): each "
+                                               "iteration also trains a critic on its own search trees, continuing "
+                                               "the last one (the first from model); 'trained' in critic or "
+                                               "eval_critic names it (self-eval until one exists). None: no critic "
+                                               "training.")
     pairs: dict[str, Any] = _opt({}, "PairConfig fields.")
     dpo: dict[str, Any] = _opt({}, "DPOTrainConfig fields (output_dir is set per iteration).")
     sft: dict[str, Any] = _opt({}, "SFTTrainConfig fields for method sft (output_dir is set per iteration).")
@@ -75,9 +89,24 @@ class IterateConfig:
         self.search_config()
         for algo in self.eval_algos:
             self.eval_config(algo)
+        self._check_trained_critic()
         PairConfig(**self.pairs)
         DPOTrainConfig(**{**self.dpo, "output_dir": "unused"})
         SFTTrainConfig(**{**self.sft, "output_dir": "unused"})
+
+    def critic_train_config(self, output_dir: str = "unused") -> CriticTrainConfig | None:
+        """The critic_train fields as a CriticTrainConfig (None when no critic is trained)."""
+        if self.critic_train is None:
+            return None
+        self._check_nested("critic_train", CriticTrainConfig)
+        return CriticTrainConfig(**{"seed": self.seed, **self.critic_train, "output_dir": output_dir})
+
+    def _check_trained_critic(self) -> None:
+        self.critic_train_config()
+        for name in ("critic", "eval_critic"):
+            if uses_trained_critic(getattr(self, name)) and self.critic_train is None:
+                raise ConfigError(f"IterateConfig.{name} {getattr(self, name)!r} names the 'trained' critic, but "
+                                  "critic_train is None; set critic_train (e.g. {\"kind\": \"prm\"}) or name another critic")
 
     def _check_nested(self, name: str, cls: type) -> None:
         """Field ``name`` must be an object whose keys are fields of dataclass ``cls``."""
@@ -109,6 +138,18 @@ class IterateConfig:
         if name != "critic_backend":
             spec.model = model
         return spec
+
+    def resolve_critic(self, spec: str, trained: str | None) -> str:
+        """``spec`` with its 'trained' members replaced by ``KIND:trained`` (the critic directory),
+        or by self-eval while no critic has been trained yet."""
+        kind = (self.critic_train or {}).get("kind", "prm")
+        members = []
+        for part in spec.split(","):
+            name, sep, weight = part.strip().partition(":")
+            if name.strip().lower() == TRAINED:
+                name = f"{kind}:{trained}" if trained else "self-eval"
+            members.append(name + sep + weight)
+        return ",".join(members)
 
     def search_config(self) -> SearchConfig:
         return SearchConfig.from_dict({"seed": self.seed, **self.search})

@@ -1,8 +1,11 @@
 """SFT-style training data from search trees.
 
-* :func:`prm_step_labels`: one row per step with a label for a process reward model
-  (rStar-style: the step's Q, or whether its subtree reached a correct answer);
-  :func:`prm_stepwise` gives the same labels per path in TRL's stepwise-supervision format.
+* :func:`prm_step_labels`: one row per step with a label for a process reward model or a
+  value model: the step's Q (rStar-Math), whether its subtree reached a correct answer
+  (Math-Shepherd's hard estimate) or the share of the rollouts below it that did (its soft,
+  Monte-Carlo estimate, OmegaPRM); :func:`prm_stepwise` gives the same labels per path in
+  TRL's stepwise-supervision format, :func:`prm_path_targets` as float targets per path;
+  :func:`label_stats` summarises either (label balance, per-depth counts).
 * :func:`revision_trajectories`: Agent-R-style records: a failing path cut at its first bad
   step, a short revision phrase, then a sibling path that reaches a correct answer.
 * :func:`rejection_sampling_sft`: correct terminal paths as prompt/completion (STaR /
@@ -26,7 +29,7 @@ from mcts_agent.training.common import (CorrectFn, PromptFn, check_trees, record
 if TYPE_CHECKING:
     import datasets
 
-LABEL_MODES = ("q", "outcome")
+LABEL_MODES = ("q", "outcome", "mc")
 DEFAULT_REVISION = "Wait, that step looks wrong. Let me go back and try a different way."
 
 
@@ -35,9 +38,12 @@ class StepLabelConfig:
     """How PRM step labels are made."""
 
     label: str = field(default="outcome", metadata={"help": "'q': the step's Q in [0, 1]; 'outcome': 1.0 if its subtree "
-                                                            "reached a correct answer else 0.0 (steps with no known outcome below are skipped)."})
+                                                            "reached a correct answer else 0.0; 'mc': the share of the terminals "
+                                                            "below it (each weighted by its merged samples) that are correct "
+                                                            "('outcome' and 'mc' skip steps with no known outcome below)."})
     min_visits: int = field(default=1, metadata={"help": "Skip steps visited fewer times (their Q is noise)."})
-    threshold: float = field(default=0.5, metadata={"help": "prm_stepwise with label='q': a step is good when Q >= threshold."})
+    threshold: float = field(default=0.5, metadata={"help": "prm_stepwise with label 'q' or 'mc' (and label_stats): a step is "
+                                                            "good when its label >= threshold."})
     delimiter: str = field(default="\n", metadata={"help": "The env's step delimiter, appended to each step."})
 
     def __post_init__(self) -> None:
@@ -99,21 +105,48 @@ def prm_step_labels(trees: Iterable[Tree], config: StepLabelConfig | None = None
     render = prompt_fn or recorded_prompt(delimiter=cfg.delimiter)
     rows: list[dict[str, Any]] = []
     for tree in trees:
+        labels = step_labels(tree, cfg, correct_fn)
         outcomes = subtree_outcomes(tree, correct_fn)
         for node in tree.nodes[1:]:
-            good, known = outcomes[node.id]
-            if node.visits < cfg.min_visits or (cfg.label == "outcome" and not known):
+            if labels[node.id] is None:
                 continue
-            label = node.q if cfg.label == "q" else float(good)
+            good, known = outcomes[node.id]
             rows.append({"prompt": render_prompt(render, tree, node.parent), "completion": node.action + cfg.delimiter,
-                         "label": float(label), "q": node.q, "visits": node.visits, "depth": node.depth,
+                         "label": labels[node.id], "q": node.q, "visits": node.visits, "depth": node.depth,
                          "reached_correct": good if known else None, "tree_id": tree.tree_id,
-                         "task_id": tree.task_id, "node_id": node.id})
+                         "task_id": tree.task_id, "node_id": node.id, "question": tree.question,
+                         "steps": tree.steps(node.id)})
     if not rows:
-        raise TrainingDataError(f"no step could be labelled in {len(trees)} tree(s) (label={cfg.label!r}, "
-                                f"min_visits={cfg.min_visits}): no visited steps" +
-                                (" with a terminal of known correctness below them" if cfg.label == "outcome" else ""))
+        raise TrainingDataError(_no_labels(len(trees), cfg))
     return records_to_dataset(rows, "PRM step labels")
+
+
+def step_labels(tree: Tree, config: StepLabelConfig, correct_fn: CorrectFn = reward_correct) -> list[float | None]:
+    """Per node id: its label under ``config`` (see StepLabelConfig.label), None where it has none (the root too)."""
+    outcomes = subtree_outcomes(tree, correct_fn)
+    weight = [0.0] * len(tree.nodes)  # samples of known outcome below each node, and how many were correct
+    right = [0.0] * len(tree.nodes)
+    for node in reversed(tree.nodes):
+        c = correct_fn(tree, node)
+        if c is not None:
+            weight[node.id] += max(1, node.merged)
+            right[node.id] += max(1, node.merged) * float(c)
+        if node.parent is not None:
+            weight[node.parent] += weight[node.id]
+            right[node.parent] += right[node.id]
+    out: list[float | None] = [None] * len(tree.nodes)
+    for node in tree.nodes[1:]:
+        good, known = outcomes[node.id]
+        if node.visits < config.min_visits or (config.label != "q" and not known):
+            continue
+        out[node.id] = float(node.q if config.label == "q" else good if config.label == "outcome"
+                             else right[node.id] / weight[node.id])
+    return out
+
+
+def _no_labels(n_trees: int, cfg: StepLabelConfig) -> str:
+    return (f"no step could be labelled in {n_trees} tree(s) (label={cfg.label!r}, min_visits={cfg.min_visits}): "
+            "no visited steps" + ("" if cfg.label == "q" else " with a terminal of known correctness below them"))
 
 
 def prm_stepwise(trees: Iterable[Tree], config: StepLabelConfig | None = None, prompt_fn: PromptFn | None = None,
@@ -125,12 +158,17 @@ def prm_stepwise(trees: Iterable[Tree], config: StepLabelConfig | None = None, p
     rows: list[dict[str, Any]] = []
     for tree in trees:
         outcomes = subtree_outcomes(tree, correct_fn)
+        soft = step_labels(tree, StepLabelConfig(label=cfg.label, min_visits=0), correct_fn)
         for leaf in tree.terminals():
             path = tree.path(leaf.id)[1:]
             if cfg.label == "outcome":
                 if not outcomes[leaf.id][1]:
                     continue
                 labels = [outcomes[n.id][0] for n in path]
+            elif cfg.label == "mc":
+                if not outcomes[leaf.id][1]:
+                    continue
+                labels = [soft[n.id] >= cfg.threshold for n in path]  # type: ignore[operator]
             else:
                 labels = [n.q >= cfg.threshold for n in path]
             rows.append({"prompt": render_prompt(render, tree, 0), "completions": [n.action + cfg.delimiter for n in path],
@@ -138,6 +176,45 @@ def prm_stepwise(trees: Iterable[Tree], config: StepLabelConfig | None = None, p
     if not rows:
         raise TrainingDataError(f"no terminal path to label in {len(trees)} tree(s) (label={cfg.label!r})")
     return records_to_dataset(rows, "PRM stepwise paths")
+
+
+def prm_path_targets(trees: Iterable[Tree], config: StepLabelConfig | None = None,
+                     correct_fn: CorrectFn = reward_correct) -> "datasets.Dataset":
+    """One row per terminal path: question, steps, and per step its float label (None where it
+    has none: fewer than min_visits visits), for a process reward model trained a path at a time."""
+    cfg = config or StepLabelConfig()
+    trees = check_trees(trees, "prm_path_targets")
+    rows: list[dict[str, Any]] = []
+    for tree in trees:
+        labels = step_labels(tree, cfg, correct_fn)
+        for leaf in tree.terminals():
+            path = tree.path(leaf.id)[1:]
+            targets = [labels[n.id] for n in path]
+            if all(t is None for t in targets):
+                continue
+            rows.append({"question": tree.question, "steps": [n.action for n in path], "targets": targets,
+                         "depths": [n.depth for n in path], "tree_id": tree.tree_id, "task_id": tree.task_id,
+                         "node_id": leaf.id})
+    if not rows:
+        raise TrainingDataError(_no_labels(len(trees), cfg))
+    return records_to_dataset(rows, "PRM path targets")
+
+
+def label_stats(labels: Sequence[float | None], depths: Sequence[int], threshold: float = 0.5) -> dict[str, Any]:
+    """Label balance (share >= ``threshold``, mean) overall and per depth; None labels are skipped."""
+    if len(labels) != len(depths):
+        raise ValueError(f"label_stats needs as many depths as labels, got {len(depths)} and {len(labels)}")
+    by_depth: dict[int, list[float]] = {}
+    for y, d in zip(labels, depths):
+        if y is not None:
+            by_depth.setdefault(int(d), []).append(float(y))
+
+    def summary(ys: list[float]) -> dict[str, Any]:
+        return {"count": len(ys), "positive_rate": sum(y >= threshold for y in ys) / len(ys), "mean": sum(ys) / len(ys)}
+
+    every = [y for ys in by_depth.values() for y in ys]
+    return {**(summary(every) if every else {"count": 0, "positive_rate": None, "mean": None}),
+            "by_depth": {str(d): summary(ys) for d, ys in sorted(by_depth.items())}}
 
 
 # ----- revision trajectories ---------------------------------------------------------------------

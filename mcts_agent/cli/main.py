@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "mcts_agent.cli.generate",
     "mcts_agent.cli.search",
     "mcts_agent.cli.iterate",
+    "mcts_agent.cli.critic",
     "mcts_agent.cli.export",
     "mcts_agent.cli.envs_cmd",
     "mcts_agent.cli.swe",

@@ -36,7 +36,9 @@ class SearchJob:
     limit: int | None = _opt(None, "Search only the first N tasks (in file order; see --task-seed).")
     task_seed: int | None = _opt(None, "Shuffle the tasks with this seed before --limit, to search a random sample "
                                        "(generated envs such as math/arithmetic: the seed that generates them).")
-    critic: str = _opt("self-eval", "Critic for MCTS, beam and best-of-N: self-eval | verifier | rollout | judge | none "
+    critic: str = _opt("self-eval", "Critic for MCTS, beam and best-of-N: self-eval | self-eval-turn (read off the policy's "
+                                    "cache: --fused-eval) | verifier | rollout | judge | none "
+                                    "| prm:DIR or value:DIR (trained by train-critic) "
                                     "| an ensemble such as self-eval:0.5,verifier:0.5.")
     reward_mode: str = _opt("none", "none (evaluation: gold never reaches search) | outcome (training).")
     max_steps: int | None = _opt(None, "Step budget of an episode (ends it as truncated); the env's default if omitted.")

@@ -5,7 +5,8 @@ such as a system prompt, runs once; the rest grouped by length, left padded), co
 prompt's KV cache into the rows of its ``n`` samples, then decodes
 all rows in lockstep over a preallocated cache, dropping finished rows as they pile up.
 Requests are packed into chunks of at most ``max_batch_size`` rows (and a KV memory
-budget) so memory stays bounded; results come back in request order.
+budget) so memory stays bounded; results come back in request order. A request with
+``evaluate`` also gets each sample scored on the sample's own KV cache (``hf_fused``).
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any, Sequence
 import torch
 
 from mcts_agent.errors import ConfigError, ModelLoadError, PromptTooLongError
-from mcts_agent.llm import hf_decode, hf_prefix
+from mcts_agent.llm import hf_decode, hf_fused, hf_prefix
 from mcts_agent.llm.model_store import resolve_model
 from mcts_agent.llm.chat import render_chat
-from mcts_agent.llm.types import Backend, Completion, FinishReason, GenerationRequest, truncate_at_stop
+from mcts_agent.llm.types import Backend, Completion, Evaluation, FinishReason, GenerationRequest, truncate_at_stop
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: str | None = None  # "eos" | "stop" | "length"
+    evaluation: Evaluation | None = None  # the fused evaluation, once made
 
 
 class TransformersBackend(Backend):
@@ -94,6 +96,11 @@ class TransformersBackend(Backend):
         self._calls = 0
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def supports_fused_eval(self) -> bool:  # type: ignore[override]
+        """Fused evaluation needs the preallocated KV buffer (plain full-attention models)."""
+        return self.use_buffer
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         requests = list(requests)
@@ -298,8 +305,10 @@ class TransformersBackend(Backend):
                     self._append(row, tok, lp)
             live = [b for b, row in enumerate(batch) if row.finish is None]
             if not live:
+                self._fused_eval(cache, batch, range(len(batch)), prompts, longest, shared, t)
                 break
             if 4 * (len(batch) - len(live)) >= len(batch):  # drop finished rows once they are a quarter
+                self._fused_eval(cache, batch, [b for b, row in enumerate(batch) if row.finish], prompts, longest, shared, t)
                 keep = torch.tensor(live, device=dev)
                 cache.batch_select_indices(keep)
                 tokens, mask, positions = tokens[keep], mask[keep], positions[keep]
@@ -313,6 +322,48 @@ class TransformersBackend(Backend):
             )
             logits = out.logits[:, -1]
             self.stats.extra["decode_steps"] = self.stats.extra.get("decode_steps", 0) + 1
+
+    def _fused_eval(self, cache: Any, batch: list[_Row], positions: Sequence[int], prompts: list[list[int]],
+                    longest: int, shared: int, t: int) -> None:
+        """Evaluate the finished rows at ``positions`` that asked for it, while their cache is live.
+
+        At step ``t`` the cache holds ``longest + t`` positions: each row's prompt, then its
+        first ``min(len(ids), t)`` generated tokens.
+        """
+        todo = [b for b in positions if batch[b].request.evaluate is not None and batch[b].evaluation is None
+                and isinstance(batch[b].request.prompt, str)]
+        if not todo or not self.use_buffer:
+            return
+        start = time.perf_counter()
+        groups: dict[tuple[str, ...], list[tuple[int, str, hf_fused.CachedRow]]] = {}
+        for b in todo:
+            row = batch[b]
+            spec = row.request.evaluate
+            assert spec is not None
+            if self._single_tokens(spec.candidates) is None:
+                continue  # multi-token candidates: the critic scores them the ordinary way
+            text = row.request.prompt + self._finish(row).text + spec.suffix  # type: ignore[operator]
+            target = self._encode_prompt(text, "fused evaluation")
+            if self.max_context and len(target) + 1 > self.max_context:
+                continue  # too long: the critic's own call reports it
+            fed = min(len(row.ids), t)
+            p = prompts[row.prompt]
+            slots = hf_fused.row_slots(len(p), fed, shared, longest)
+            groups.setdefault(spec.candidates, []).append((b, text, hf_fused.CachedRow(b, p + row.ids[:fed], slots, target)))
+        for candidates, items in groups.items():
+            ids = self._single_tokens(candidates)
+            assert ids is not None
+            scored = hf_fused.score_on_cache(self.model, cache, [r for _, _, r in items], longest + t, ids, self.pad_id)
+            for (b, text, _), lps in zip(items, scored):
+                batch[b].evaluation = Evaluation(text, candidates, tuple(lps))
+        extra = self.stats.extra
+        extra["fused_evals"] = extra.get("fused_evals", 0) + sum(len(v) for v in groups.values())
+        extra["fused_eval_seconds"] = extra.get("fused_eval_seconds", 0.0) + time.perf_counter() - start
+
+    def _single_tokens(self, candidates: Sequence[str]) -> list[int] | None:
+        """The token id of each candidate, or None unless every candidate is one token."""
+        ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in candidates]
+        return [c[0] for c in ids] if all(len(c) == 1 for c in ids) else None
 
     def _prefill(self, prompts: list[list[int]], rows: list[_Row], longest: int, steps: int, shared: int = 0):
         """Run every distinct prompt once; return a cache with one row per sample, and their logits.
@@ -402,9 +453,9 @@ class TransformersBackend(Backend):
         kept, matched = truncate_at_stop(text, row.request.stop)
         if matched is not None:
             k = self._tokens_within(ids, kept)
-            return Completion(kept, ids[:k], lps[:k], FinishReason.STOP, matched)
+            return Completion(kept, ids[:k], lps[:k], FinishReason.STOP, matched, row.evaluation)
         reason = FinishReason.LENGTH if row.finish == "length" else FinishReason.STOP
-        return Completion(text, list(ids), list(lps), reason)
+        return Completion(text, list(ids), list(lps), reason, evaluation=row.evaluation)
 
     def _tokens_within(self, ids: list[int], kept: str) -> int:
         """Most leading tokens whose text lies inside ``kept`` (a stop may begin mid-token)."""

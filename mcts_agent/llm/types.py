@@ -19,8 +19,38 @@ class FinishReason(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class EvalSuffix:
+    """Fused evaluation: after each sample, score ``candidates`` as the next token of
+    ``prompt + sample text + suffix``, reading the sample's own KV cache (backends with
+    ``supports_fused_eval``; others ignore it)."""
+
+    suffix: str
+    candidates: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.suffix, str):
+            raise ConfigError(f"EvalSuffix.suffix must be a string, got {type(self.suffix).__name__}")
+        cands = self.candidates
+        if isinstance(cands, str) or not cands or not all(isinstance(c, str) and c for c in cands):
+            raise ConfigError(f"EvalSuffix.candidates must be a tuple of non-empty strings, got {self.candidates!r}")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a fused evaluation scored: the exact ``text`` and one log-likelihood per candidate
+    (as ``Backend.next_token_logprobs([text], candidates)`` would return them)."""
+
+    text: str
+    candidates: tuple[str, ...]
+    logprobs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
-    """One prompt and how to sample from it. ``n`` samples share one prompt pass."""
+    """One prompt and how to sample from it. ``n`` samples share one prompt pass.
+
+    ``evaluate`` asks for a fused evaluation of every sample (see ``EvalSuffix``).
+    """
 
     prompt: str | tuple[int, ...]
     n: int = 1
@@ -29,8 +59,12 @@ class GenerationRequest:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    evaluate: EvalSuffix | None = None
 
     def __post_init__(self) -> None:
+        if self.evaluate is not None and not isinstance(self.evaluate, EvalSuffix):
+            raise ConfigError("GenerationRequest.evaluate must be an EvalSuffix or None, "
+                              f"got {type(self.evaluate).__name__}")
         if self.n < 1:
             raise ConfigError(f"GenerationRequest.n must be >= 1, got {self.n}")
         if self.max_tokens < 1:
@@ -56,6 +90,7 @@ class Completion:
     logprobs: list[float]  # one per generated token, under the sampling distribution's model
     finish_reason: FinishReason
     stop_reason: str | None = None  # the stop string that matched, if any
+    evaluation: Evaluation | None = None  # the fused evaluation the request asked for, if the backend made one
 
     @property
     def cumulative_logprob(self) -> float:
@@ -84,6 +119,7 @@ class Backend(abc.ABC):
     """A batched policy model. Results come back in the order of the requests."""
 
     name: str = "backend"
+    supports_fused_eval: bool = False  # generate() fills Completion.evaluation for requests with ``evaluate``
 
     def __init__(self) -> None:
         self.stats = BackendStats()

@@ -63,6 +63,9 @@ class SearchConfig:
     time_budget: float | None = _opt(None, "wall-clock seconds per tree")
     answer_rule: AnswerRule = _opt(AnswerRule.VOTE, "how MCTS picks its final answer: visits | q | vote")
     merge_duplicates: bool = _opt(True, "merge identical sibling steps into one node")
+    fused_eval: bool = _opt(True, "fused evaluation: when the critic's prompt extends the policy's (self-eval "
+                                  "suffix/turn mode) and the backend supports it (transformers), score each new "
+                                  "step off its generation's KV cache instead of re-reading it (same values)")
     max_trees_in_flight: int = _opt(64, "trees searched at once (their requests share each batch)")
     seed: int = _opt(0, "seed for sampling; the same seed gives the same trees")
     env_workers: int = _opt(1, "env steps run at once: a round's steps go to this many workers in one batched call")
@@ -76,7 +79,7 @@ class SearchConfig:
 
     # Fields that change how fast a run goes, not which trees it searches.
     RUNTIME_FIELDS: ClassVar[tuple[str, ...]] = ("max_trees_in_flight", "env_workers", "env_executor", "ray",
-                                                 "ray_resources", "ray_retries")
+                                                 "ray_resources", "ray_retries", "fused_eval")
 
     def __post_init__(self) -> None:
         for name, enum_type in (("algo", Algo), ("selection", Selection), ("answer_rule", AnswerRule)):

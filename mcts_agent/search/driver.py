@@ -10,8 +10,8 @@ from typing import Callable, Iterator, Sequence
 from mcts_agent.critic import Critic
 from mcts_agent.env import SearchEnv, Task, Turn, check_search_env
 from mcts_agent.errors import ConfigError
-from mcts_agent.executor import Executor, make_executor
-from mcts_agent.llm.types import Backend
+from mcts_agent.executor import SKIPPED, Executor, make_executor
+from mcts_agent.llm.types import Backend, EvalSuffix, Evaluation
 from mcts_agent.search.baselines import Beam, BestOfN, Greedy, SelfConsistency
 from mcts_agent.search.config import Algo, SearchConfig
 from mcts_agent.search.expand import (Candidate, SearchState, attach_chain, attach_children, chain_parts, node_view,
@@ -57,6 +57,8 @@ class Planner:
     ``critic`` may be None: new nodes then get the neutral value 0.5 and search is
     guided by the policy priors alone. A round's env steps run in one batched call on
     ``executor`` (default: ``config.env_workers`` threads, or serially for one worker).
+    With ``config.fused_eval``, a critic whose prompt extends the policy's is answered by
+    the generation call itself (``fused_request``); the critic still checks every value's text.
     """
 
     def __init__(self, backend: Backend, env: SearchEnv, config: SearchConfig, critic: Critic | None = None,
@@ -71,6 +73,21 @@ class Planner:
         self.stats = RunStats()
         self._own_executor = executor is None
         self.executor = executor or make_executor(config.env_executor, config.env_workers, **config.executor_options())
+        self._evaluations: dict[tuple[int, int], Evaluation] = {}  # (tree index, node id) -> this round's fused evaluation
+
+    def fused_request(self) -> EvalSuffix | None:
+        """What to ask the backend to score after each sampled step, or None when fusion does not apply.
+
+        A step's node prompt is the parent's prompt + step + delimiter in reasoning envs
+        (not in turn-based envs, nor where the stop string stays in the action).
+        """
+        env, critic = self.env, self.critic
+        if not self.config.fused_eval or critic is None or not getattr(self.backend, "supports_fused_eval", False):
+            return None
+        if env.turn_based or env.keep_stop:
+            return None
+        spec = critic.prompt_suffix()
+        return None if spec is None else EvalSuffix(env.step_delimiter + spec[0], tuple(spec[1]))
 
     def prompt_of(self, st: SearchState, node: Node) -> str:
         """The text the policy continues from ``node``: rendered once (for the critic or the first
@@ -123,8 +140,12 @@ class Planner:
         if not work:
             return
         self.stats.rounds += 1
+        self._evaluations.clear()
+        fused = self.fused_request()
+        requests = [replace(p.request, evaluate=fused) if fused is not None and not p.chain else p.request
+                    for _, p in work]
         t0 = time.perf_counter()
-        results = self.backend.generate([p.request for _, p in work])
+        results = self.backend.generate(requests)
         gen_seconds = time.perf_counter() - t0
         self.stats.policy_seconds += gen_seconds
         self.stats.policy_calls += 1
@@ -136,6 +157,7 @@ class Planner:
             self.stats.generated_tokens += sum(len(c.token_ids) for c in comps)
         produced = self._step_all(work, results, per_request)
         self._evaluate(work, produced)
+        self._evaluations.clear()
         for (st, p), nodes in zip(work, produced):
             self.strategy.update(st, p, nodes)
 
@@ -173,8 +195,17 @@ class Planner:
                     attach_chain(self.env, st, c, parts, res, merge=merge, seconds=per_request / max(1, len(plan)))
                 produced.append(st.tree.nodes[before:])
             else:
-                produced.append(attach_children(self.env, st, st.tree.nodes[p.node_id], plan, out))
+                nodes = attach_children(self.env, st, st.tree.nodes[p.node_id], plan, out)
+                self._keep_evaluations(st, [c for c, r in zip(plan, out) if r is not SKIPPED], nodes)
+                produced.append(nodes)
         return produced
+
+    def _keep_evaluations(self, st: SearchState, cands: Sequence[Candidate], nodes: Sequence[Node]) -> None:
+        """Remember the fused evaluation of each new node's sample until the critic call."""
+        for cand, node in zip(cands, nodes):
+            ev = cand.flags.evaluation if cand.flags is not None else None
+            if ev is not None:
+                self._evaluations[(st.index, node.id)] = ev
 
     def _evaluate(self, work: list[tuple[SearchState, Pending]], produced: list[list[Node]]) -> None:
         """Score every new node of the round in ONE critic call (truncated nodes get 0)."""
@@ -192,14 +223,18 @@ class Planner:
                 n.value = 0.5
             return
         t0 = time.perf_counter()
-        views = [node_view(n, self.prompt_of(st, n), st.task.question) for st, n in targets]
+        views = [node_view(n, self.prompt_of(st, n), st.task.question, self._evaluations.get((st.index, n.id)))
+                 for st, n in targets]
         values = self.critic(views)
         seconds = time.perf_counter() - t0
         self.stats.critic_seconds += seconds
         self.stats.critic_calls += 1
-        for (st, n), v in zip(targets, values):
+        members = getattr(self.critic, "last_scores", None) or {}  # an ensemble's members, each recorded too
+        for i, ((st, n), v) in enumerate(zip(targets, values)):
             n.value = v
             n.critic_scores[self.critic.name] = v
+            for key, scores in members.items():
+                n.critic_scores[key] = scores[i]
             n.seconds += seconds / len(targets)
         for st in {id(st): st for st, _ in targets}.values():
             st.critic_calls += 1

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from mcts_agent.critic import NodeView
 from mcts_agent.env import EnvState, SearchEnv, Task, Transition
 from mcts_agent.executor import SKIPPED
-from mcts_agent.llm.types import Completion, FinishReason, valid_text
+from mcts_agent.llm.types import Completion, Evaluation, FinishReason, valid_text
 from mcts_agent.tree import Node, Tree
 
 
@@ -207,8 +207,8 @@ def attach_chain(env: SearchEnv, st: SearchState, completion: Completion, parts:
     return node
 
 
-def node_view(node: Node, prompt: str, question: str) -> NodeView:
+def node_view(node: Node, prompt: str, question: str, evaluation: Evaluation | None = None) -> NodeView:
     state: EnvState = node.state
     return NodeView(prompt=prompt, question=question, steps=state.steps, answer=node.answer,
-                    terminal=node.terminal, reward=node.reward, state=state)
+                    terminal=node.terminal, reward=node.reward, state=state, evaluation=evaluation)
 
