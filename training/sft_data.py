@@ -105,8 +105,8 @@ def prm_step_labels(trees: Iterable[Tree], config: StepLabelConfig | None = None
     render = prompt_fn or recorded_prompt(delimiter=cfg.delimiter)
     rows: list[dict[str, Any]] = []
     for tree in trees:
-        labels = step_labels(tree, cfg, correct_fn)
         outcomes = subtree_outcomes(tree, correct_fn)
+        labels = step_labels(tree, cfg, correct_fn, outcomes)
         for node in tree.nodes[1:]:
             if labels[node.id] is None:
                 continue
@@ -121,9 +121,11 @@ def prm_step_labels(trees: Iterable[Tree], config: StepLabelConfig | None = None
     return records_to_dataset(rows, "PRM step labels")
 
 
-def step_labels(tree: Tree, config: StepLabelConfig, correct_fn: CorrectFn = reward_correct) -> list[float | None]:
-    """Per node id: its label under ``config`` (see StepLabelConfig.label), None where it has none (the root too)."""
-    outcomes = subtree_outcomes(tree, correct_fn)
+def step_labels(tree: Tree, config: StepLabelConfig, correct_fn: CorrectFn = reward_correct,
+                outcomes: list[tuple[bool, bool]] | None = None) -> list[float | None]:
+    """Per node id: its label under ``config`` (see StepLabelConfig.label), None where it has none (the root too).
+    ``outcomes``: the tree's ``subtree_outcomes`` when the caller has them already."""
+    outcomes = outcomes or subtree_outcomes(tree, correct_fn)
     weight = [0.0] * len(tree.nodes)  # samples of known outcome below each node, and how many were correct
     right = [0.0] * len(tree.nodes)
     for node in reversed(tree.nodes):
@@ -158,7 +160,7 @@ def prm_stepwise(trees: Iterable[Tree], config: StepLabelConfig | None = None, p
     rows: list[dict[str, Any]] = []
     for tree in trees:
         outcomes = subtree_outcomes(tree, correct_fn)
-        soft = step_labels(tree, StepLabelConfig(label=cfg.label, min_visits=0), correct_fn)
+        soft = step_labels(tree, StepLabelConfig(label=cfg.label, min_visits=0), correct_fn, outcomes)
         for leaf in tree.terminals():
             path = tree.path(leaf.id)[1:]
             if cfg.label == "outcome":
