@@ -7,7 +7,12 @@ through ``backend.generate`` and times them. Side by side, in one process:
 * ``ratio``            search tokens/s ÷ raw tokens/s of the same batches   (target >= 0.8)
 * ``outside_fraction`` share of search wall time outside policy and critic calls (target < 5%)
 * ``prefix_sharing_speedup`` the raw replay with every prompt prefilled whole ÷ with the
-  batch's common prompt prefix run once (transformers backend only)
+  batch's common prompt prefix run once (transformers backend only, prefix cache off)
+* ``prefix_cache_*``     the cross-call prefix cache (transformers ``prefix_cache_gb``) during
+  the search: reused prompt tokens as a share of the tree's theoretical maximum (for each
+  prompt, the longest prefix shared with any earlier prompt or sequence; target >= 0.8),
+  reused tokens, peak bytes held against the bound, and the raw replay's tokens/s with the
+  cache on (it starts empty) and off side by side (``prefix_cache_speedup`` = on ÷ off)
 
 Run without a critic and with the self-eval critic (one batched forward pass per round):
 critic passes are model time too, but they produce no generated tokens. A row is
@@ -83,20 +88,33 @@ def measure(backend: Backend, tasks, env, row: str, args: argparse.Namespace) ->
     cfg = SearchConfig(simulations=args.simulations, branching=args.branching, max_step_tokens=args.max_step_tokens,
                        max_trees_in_flight=len(tasks), seed=args.seed, fused_eval=fused)
     fused_before = backend.stats.extra.get("fused_eval_seconds", 0.0)
+    cache_gb = getattr(backend, "prefix_cache_gb", 0.0)
+    if cache_gb:
+        backend.set_prefix_cache(cache_gb)  # type: ignore[attr-defined] # each search starts with an empty cache
     planner = Planner(rec, env, cfg, critic)
     planner.run(tasks)
     s = planner.stats
     fused_seconds = backend.stats.extra.get("fused_eval_seconds", 0.0) - fused_before
     search_tps = s.generated_tokens / s.wall_seconds
+    row_extra: dict = prefix_cache_figures(backend) if cache_gb else {}
     # Replay the very same batches directly (same prompts, n, seeds, stop strings).
+    if cache_gb:
+        backend.set_prefix_cache(cache_gb)  # type: ignore[attr-defined]
     raw_tokens, raw_seconds = replay(backend, rec.batches)
     raw_tps = raw_tokens / raw_seconds
-    row_extra = {}
+    if cache_gb:  # the same batches with the prefix cache off
+        backend.set_prefix_cache(0)  # type: ignore[attr-defined]
+        off_tokens, off_seconds = replay(backend, rec.batches)
+        row_extra.update({"raw_tok_s_cache_off": round(off_tokens / off_seconds, 1),
+                          "prefix_cache_speedup": round((raw_tokens / raw_seconds) / (off_tokens / off_seconds), 3)})
     if getattr(backend, "share_prefix", False):  # the same batches again, every prompt prefilled whole
         backend.share_prefix = False
         whole = replay(backend, rec.batches)[1]
         backend.share_prefix = True
-        row_extra = {"raw_whole_prompt_seconds": round(whole, 2), "prefix_sharing_speedup": round(whole / raw_seconds, 3)}
+        base = off_seconds if cache_gb else raw_seconds
+        row_extra.update({"raw_whole_prompt_seconds": round(whole, 2), "prefix_sharing_speedup": round(whole / base, 3)})
+    if cache_gb:
+        backend.set_prefix_cache(cache_gb)  # type: ignore[attr-defined]
     return {
         "critic": row.strip(), "trees": len(tasks), "rounds": s.rounds,
         "mean_batch_rows": round(sum(s.batch_sizes) / len(s.batch_sizes), 1),
@@ -108,6 +126,20 @@ def measure(backend: Backend, tasks, env, row: str, args: argparse.Namespace) ->
         "fused_eval_share": round(fused_seconds / s.wall_seconds, 3),  # inside policy_share
         "fused_nodes": getattr(critic, "fused", 0), "critic_scored_nodes": getattr(critic, "scored", 0),
         "outside_fraction": round(s.outside_model_fraction, 4), **row_extra,
+    }
+
+
+def prefix_cache_figures(backend: Backend) -> dict:
+    """The prefix cache's statistics since it was last reset (``backend.stats.extra``)."""
+    x = backend.stats.extra
+    return {
+        "prefix_cache_reuse_of_max": x.get("prefix_cache_reuse_of_max", 0.0),
+        "prefix_cache_reused_tokens": x.get("prefix_cache_reused_tokens", 0),
+        "prefix_cache_max_reusable_tokens": x.get("prefix_cache_max_reusable_tokens", 0),
+        "prefix_cache_prompt_tokens": x.get("prefix_cache_prompt_tokens", 0),
+        "prefix_cache_peak_mb": round(x.get("prefix_cache_peak_bytes", 0) / 2**20, 1),
+        "prefix_cache_bound_mb": round(x.get("prefix_cache_bound_bytes", 0) / 2**20, 1),
+        "prefix_cache_evicted_tokens": x.get("prefix_cache_evicted_tokens", 0),
     }
 
 
@@ -124,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--backend", default="transformers")
     p.add_argument("--model", default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prefix-cache-gb", type=float, default=None,
+                   help="transformers: bound of the cross-call prefix cache (0: off; default: the backend's)")
     p.add_argument("--out", default="results/search_efficiency.json")
     args = p.parse_args(argv)
     load = os.getloadavg()
@@ -133,15 +167,21 @@ def main(argv: list[str] | None = None) -> dict:
 
     tasks = envs.load_tasks(args.env, path=args.data, limit=args.tasks, seed=args.seed)
     env = envs.make(args.env, max_steps=4)
-    backend = load_backend(args.backend, args.model)
+    options = {} if args.prefix_cache_gb is None else {"prefix_cache_gb": args.prefix_cache_gb}
+    backend = load_backend(args.backend, args.model, **options)
     backend.generate([GenerationRequest(prompt="Warm up.", max_tokens=4)])
     rows = [measure(backend, tasks, env, c, args) for c in args.critics.split(",")]
     backend.close()
     print_table("MCTS tokens/s against the same batches replayed raw", rows,
                 ["critic", "trees", "mean_batch_rows", "search_tok_s", "raw_tok_s", "ratio", "policy_share",
                  "critic_share", "fused_eval_share", "fused_nodes", "outside_fraction", "prefix_sharing_speedup"])
+    if any("prefix_cache_speedup" in r for r in rows):
+        print_table("Prefix cache across rounds (search: reuse; raw replay: tokens/s on vs off)", rows,
+                    ["critic", "prefix_cache_reuse_of_max", "prefix_cache_reused_tokens",
+                     "prefix_cache_max_reusable_tokens", "prefix_cache_prompt_tokens", "prefix_cache_peak_mb",
+                     "prefix_cache_bound_mb", "raw_tok_s", "raw_tok_s_cache_off", "prefix_cache_speedup"])
     return write_result(args.out, "search_efficiency", vars(args), rows, load_average_at_start=[round(x, 2) for x in load],
-                        targets={"ratio": ">= 0.8", "outside_fraction": "< 0.05"})
+                        targets={"ratio": ">= 0.8", "outside_fraction": "< 0.05", "prefix_cache_reuse_of_max": ">= 0.8"})
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ def test_logprobs_agree_with_score(embedded_backend, prompts, greedy) -> None:  
     assert embedded_backend.score(prompts[:1], [""]) == [0.0]
 
 
-def test_n_samples_share_one_prefill(embedded_backend, prompts) -> None:  # type: ignore[no-untyped-def]
+def test_n_samples_share_one_prefill(embedded_backend, prompts, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(embedded_backend, "prefix_cache", None)  # these prompts ran before: prefill them whole
     with forward_shapes(embedded_backend) as shapes:
         out = embedded_backend.generate(
             [GenerationRequest(p, n=3, max_tokens=4, temperature=1.0, seed=i) for i, p in enumerate(prompts[:2])]
@@ -194,6 +195,7 @@ def test_shared_prefix_prefill_matches_whole_prompts(embedded_backend, prompts, 
     ids = [embedded_backend.tokenizer.encode(p) for p in shared]
     n_shared = hf_prefix.usable_prefix_len(ids)
     assert n_shared >= 60
+    monkeypatch.setattr(embedded_backend, "prefix_cache", None)  # the chunk-shared prefill without the cross-call cache
     reqs = [GenerationRequest(p, n=2, max_tokens=8, temperature=0.7, seed=i) for i, p in enumerate(shared)]
     with forward_shapes(embedded_backend) as shapes:
         fast = embedded_backend.generate(reqs)

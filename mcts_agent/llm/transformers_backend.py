@@ -7,6 +7,11 @@ all rows in lockstep over a preallocated cache, dropping finished rows as they p
 Requests are packed into chunks of at most ``max_batch_size`` rows (and a KV memory
 budget) so memory stays bounded; results come back in request order. A request with
 ``evaluate`` also gets each sample scored on the sample's own KV cache (``hf_fused``).
+
+Across calls a bounded prefix cache (``kv_radix``, ``prefix_cache_gb``) keeps the KV of every
+decoded sequence (prompt + generated tokens); a later prompt that starts with one of them
+(in MCTS: a child's prompt is its parent's prompt + step) copies that prefix's KV in and
+prefills only the rest. Rows are then laid out ``[left padding | prompt | generated]``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 
 from mcts_agent.errors import ConfigError, ModelLoadError, PromptTooLongError
 from mcts_agent.llm import hf_decode, hf_fused, hf_prefix
+from mcts_agent.llm.kv_radix import KVRadixTree
 from mcts_agent.llm.model_store import resolve_model
 from mcts_agent.llm.chat import render_chat
 from mcts_agent.llm.types import Backend, Completion, Evaluation, FinishReason, GenerationRequest, truncate_at_stop
@@ -45,6 +51,7 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     finish: str | None = None  # "eos" | "stop" | "length"
     evaluation: Evaluation | None = None  # the fused evaluation, once made
+    remembered: bool = False  # inserted into the prefix cache
 
 
 class TransformersBackend(Backend):
@@ -54,6 +61,16 @@ class TransformersBackend(Backend):
     ``kv_cache_gb`` bounds the KV cache of one decode chunk; ``prefill_tokens`` bounds the
     padded tokens of one prefill or scoring forward pass; ``share_prefix`` runs the common
     prefix of a chunk's prompts once (off: every prompt is prefilled whole).
+
+    ``prefix_cache_gb`` (default 1.0, 0 = off) bounds the cross-call prefix cache on the
+    model's device: each finished row's prompt + fed tokens and their KV go into a radix tree
+    keyed by token ids (LRU leaves evicted past the bound), and each new prompt reuses its
+    longest cached token prefix (matching re-encoded ids, so a differently tokenized
+    prompt/step boundary only shortens the reuse). Critic ``next_token_logprobs`` calls read
+    it too. Results equal the uncached ones to float rounding (~1e-5 in log-probabilities);
+    on GSM8K MCTS batches it reused ~100% of the theoretically reusable prompt tokens
+    (README, "Planner efficiency"). Off when the model
+    needs the stock cache (``use_buffer`` False). Statistics: ``stats.extra["prefix_cache_*"]``.
     """
 
     name = "transformers"
@@ -70,6 +87,7 @@ class TransformersBackend(Backend):
         kv_cache_gb: float = 4.0,
         prefill_tokens: int = 4096,
         share_prefix: bool = True,
+        prefix_cache_gb: float = 1.0,
     ) -> None:
         super().__init__()
         if dtype not in DTYPES:
@@ -78,6 +96,8 @@ class TransformersBackend(Backend):
             raise ConfigError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if kv_cache_gb <= 0 or prefill_tokens < 1:
             raise ConfigError(f"kv_cache_gb and prefill_tokens must be positive, got {kv_cache_gb}, {prefill_tokens}")
+        if not isinstance(prefix_cache_gb, (int, float)) or isinstance(prefix_cache_gb, bool) or prefix_cache_gb < 0:
+            raise ConfigError(f"prefix_cache_gb must be a number >= 0 (0: off), got {prefix_cache_gb!r}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_batch_size, self.seed = max_batch_size, seed
         self.prefill_tokens = prefill_tokens
@@ -93,6 +113,9 @@ class TransformersBackend(Backend):
         self.fast_attention = hf_decode.install_gqa_attention(self.model)
         kv_bytes = 2 * config.num_hidden_layers * _kv_width(config) * self.model.dtype.itemsize
         self.kv_token_budget = max(1, int(kv_cache_gb * 2**30 / kv_bytes))
+        self.kv_token_bytes = kv_bytes
+        self.prefix_cache: KVRadixTree | None = None
+        self.set_prefix_cache(prefix_cache_gb)
         self._calls = 0
 
     # ------------------------------------------------------------------ public API
@@ -101,6 +124,26 @@ class TransformersBackend(Backend):
     def supports_fused_eval(self) -> bool:  # type: ignore[override]
         """Fused evaluation needs the preallocated KV buffer (plain full-attention models)."""
         return self.use_buffer
+
+    def set_prefix_cache(self, gb: float) -> None:
+        """Bound the cross-call prefix cache to ``gb`` GiB; 0 turns it off. Starts it empty."""
+        self.prefix_cache_gb = gb
+        on = gb > 0 and self.use_buffer
+        self.prefix_cache = KVRadixTree(int(gb * 2**30), self.kv_token_bytes) if on else None
+
+    def _publish_prefix_stats(self) -> None:
+        tree = self.prefix_cache
+        if tree is None:
+            return
+        st, extra = tree.stats, self.stats.extra
+        extra.update({
+            "prefix_cache_lookups": st.lookups, "prefix_cache_hits": st.hits,
+            "prefix_cache_reused_tokens": st.reused_tokens, "prefix_cache_prompt_tokens": st.prompt_tokens,
+            "prefix_cache_max_reusable_tokens": st.max_reusable_tokens,
+            "prefix_cache_reuse_of_max": round(st.reuse_of_max, 4),
+            "prefix_cache_bytes": tree.bytes, "prefix_cache_peak_bytes": st.peak_bytes,
+            "prefix_cache_bound_bytes": tree.max_bytes, "prefix_cache_evicted_tokens": st.evicted_tokens,
+        })
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         requests = list(requests)
@@ -136,6 +179,7 @@ class TransformersBackend(Backend):
         self.stats.prompt_tokens += sum(map(len, prompts))
         self.stats.generated_tokens += generated
         self.stats.seconds += time.perf_counter() - start
+        self._publish_prefix_stats()
         return [list(r) for r in results]  # type: ignore[arg-type]
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
@@ -180,13 +224,39 @@ class TransformersBackend(Backend):
             self._check_fits(f"prompt {i}", len(ids), 1)
         wanted = torch.tensor([c[0] for c in cand_ids], device=self.device)
         with torch.inference_mode():
-            logits = hf_prefix.shared_prefix_last_logits(self.model, p_ids, self.pad_id, self.device, self.prefill_tokens)
+            logits = self._cached_last_logits(p_ids)
+            if logits is None:
+                logits = hf_prefix.shared_prefix_last_logits(self.model, p_ids, self.pad_id, self.device,
+                                                             self.prefill_tokens)
             if logits is None:
                 logits = self._last_logits(p_ids)
             out = torch.log_softmax(logits, dim=-1)[:, wanted].tolist()
         self.stats.score_calls += 1
         self.stats.seconds += time.perf_counter() - start
         return out
+
+    def _cached_last_logits(self, p_ids: list[list[int]]) -> torch.Tensor | None:
+        """Last-token logits reading each prompt's longest prefix from the prefix cache (critic
+        prompts that extend a policy prompt + step just generated), or None when the cache saves
+        less than running the prompts' common prefix once would. Lookups here insert nothing."""
+        tree = self.prefix_cache
+        if tree is None or not self.use_buffer:
+            return None
+        found = [tree.match(p, len(p) - 1) for p in p_ids]
+        cached = [n for n, _ in found]
+        if not sum(cached) or sum(cached) < hf_prefix.usable_prefix_len(p_ids) * (len(p_ids) - 1):
+            return None
+        result = torch.empty((len(p_ids), self.vocab_size), dtype=torch.float32, device=self.device)
+        for group in self._cached_groups(p_ids, cached):
+            width = max(len(p_ids[p]) - cached[p] for p in group)
+            out, _ = self._run_on_prefixes([p_ids[p] for p in group], [found[p] for p in group], width,
+                                           max(cached[p] for p in group))
+            result[torch.tensor(group, device=self.device)] = out.logits[:, -1].float()
+        extra = self.stats.extra
+        extra["prefix_cache_score_reused_tokens"] = extra.get("prefix_cache_score_reused_tokens", 0) + sum(cached)
+        extra["prefix_cache_score_prompt_tokens"] = (extra.get("prefix_cache_score_prompt_tokens", 0)
+                                                     + sum(map(len, p_ids)))
+        return result
 
     def _last_logits(self, p_ids: list[list[int]]) -> torch.Tensor:
         """Logits at each prompt's last token, prompts batched by length (no shared prefix)."""
@@ -285,8 +355,12 @@ class TransformersBackend(Backend):
         dev = self.device
         longest = max(map(len, prompts))
         steps = max(r.request.max_tokens for r in rows)
-        shared = hf_prefix.usable_prefix_len(prompts) if self.use_buffer and self.share_prefix else 0
-        cache, logits = self._prefill(prompts, rows, longest, steps, shared)
+        if self.prefix_cache is not None and self.use_buffer:  # rows: [left padding | prompt] ending at ``longest``
+            shared = 0
+            cache, logits = self._prefill_cached(prompts, rows, longest, steps)
+        else:
+            shared = hf_prefix.usable_prefix_len(prompts) if self.use_buffer and self.share_prefix else 0
+            cache, logits = self._prefill(prompts, rows, longest, steps, shared)
         row_prompt = torch.tensor([r.prompt for r in rows])
         lens = torch.tensor([len(p) for p in prompts])[row_prompt]
         # row layout: [shared prefix | left padding | own suffix], the suffix ending at ``longest``
@@ -306,9 +380,12 @@ class TransformersBackend(Backend):
             live = [b for b, row in enumerate(batch) if row.finish is None]
             if not live:
                 self._fused_eval(cache, batch, range(len(batch)), prompts, longest, shared, t)
+                self._remember(cache, batch, range(len(batch)), prompts, longest, t)
                 break
             if 4 * (len(batch) - len(live)) >= len(batch):  # drop finished rows once they are a quarter
-                self._fused_eval(cache, batch, [b for b, row in enumerate(batch) if row.finish], prompts, longest, shared, t)
+                done = [b for b, row in enumerate(batch) if row.finish]
+                self._fused_eval(cache, batch, done, prompts, longest, shared, t)
+                self._remember(cache, batch, done, prompts, longest, t)
                 keep = torch.tensor(live, device=dev)
                 cache.batch_select_indices(keep)
                 tokens, mask, positions = tokens[keep], mask[keep], positions[keep]
@@ -359,6 +436,137 @@ class TransformersBackend(Backend):
         extra = self.stats.extra
         extra["fused_evals"] = extra.get("fused_evals", 0) + sum(len(v) for v in groups.values())
         extra["fused_eval_seconds"] = extra.get("fused_eval_seconds", 0.0) + time.perf_counter() - start
+
+    def _remember(self, cache: Any, batch: list[_Row], positions: Sequence[int], prompts: list[list[int]],
+                  longest: int, t: int) -> None:
+        """Insert each finished row's prompt + fed generated tokens, with their KV, into the prefix cache.
+
+        Layout ``[left padding | prompt | generated]``, the prompt ending at ``longest``: the row's
+        sequence is contiguous from ``longest - len(prompt)``.
+        """
+        tree = self.prefix_cache
+        if tree is None or not self.use_buffer:
+            return
+        layers = cache.layers
+        for b in positions:
+            row = batch[b]
+            if row.remembered:
+                continue
+            row.remembered = True
+            p = prompts[row.prompt]
+            seq = p + row.ids[: min(len(row.ids), t)]
+            first = longest - len(p)
+
+            def kv(a: int, e: int, b: int = b, first: int = first) -> torch.Tensor:
+                return torch.stack([torch.stack((layer._k[b, :, first + a : first + e],
+                                                 layer._v[b, :, first + a : first + e])) for layer in layers])
+
+            tree.insert(seq, kv)
+
+    def _prefill_cached(self, prompts: list[list[int]], rows: list[_Row], longest: int, steps: int):
+        """``_prefill`` on top of the prefix cache: each prompt's longest cached prefix is copied
+        in and only its uncached suffix runs. Rows are ``[left padding | prompt]`` ending at ``longest``.
+
+        Each prefill group runs with a past of its cached prefixes right-aligned at the group's
+        longest prefix ``P`` and its suffixes right-aligned after it, ``[pad | cached | pad | suffix]``,
+        with per-row position ids; the chunk's common prefix (``share_prefix``), when not cached
+        yet, runs once first and is inserted.
+        """
+        tree = self.prefix_cache
+        assert tree is not None
+        dev, n_rows = self.device, len(rows)
+        order = sorted(range(len(prompts)), key=lambda p: len(prompts[p]))
+        for p in order:
+            tree.observe(prompts[p], len(prompts[p]) - 1)
+        found = [tree.lookup(p, len(p) - 1) for p in prompts]
+        hits = [n for n, _ in found]
+        reused = list(hits)
+        shared = hf_prefix.usable_prefix_len(prompts) if self.share_prefix else 0
+        if shared and max(hits) < shared:  # run the common prefix once, as a cached prefix of every prompt
+            prefix = hf_prefix.prefix_kv(self.model, prompts[0][:shared], dev)
+            kv = torch.stack([torch.stack((k[0], v[0])) for k, v in prefix])
+            tree.insert(prompts[0][:shared], lambda a, e: kv[:, :, :, a:e])
+            for p in range(len(prompts)):
+                if hits[p] < shared:
+                    found[p] = (shared, [(kv, shared)])
+                    reused[p] = shared if p != order[0] else hits[p]  # the first prompt ran it
+        for p in order:
+            tree.record(len(prompts[p]), reused[p])
+        cached = [n for n, _ in found]
+        first = torch.empty(len(prompts), self.vocab_size, dtype=torch.float32, device=dev)
+        dec: torch.Tensor | None = None
+        by_prompt: dict[int, list[int]] = {}
+        for b, r in enumerate(rows):
+            by_prompt.setdefault(r.prompt, []).append(b)
+        for group in self._cached_groups(prompts, cached):
+            width = max(len(prompts[p]) - cached[p] for p in group)
+            past_len = max(cached[p] for p in group)
+            out, buf = self._run_on_prefixes([prompts[p] for p in group], [found[p] for p in group], width, past_len)
+            first[torch.tensor(group, device=dev)] = out.logits[:, -1].float()
+            self.stats.extra["prefill_rows"] = self.stats.extra.get("prefill_rows", 0) + len(group)
+            if dec is None:
+                dec = buf.new_zeros((buf.shape[0], 2, n_rows, buf.shape[3], longest + steps, buf.shape[5]))
+            total = past_len + width
+            for k, p in enumerate(group):
+                n, c = len(prompts[p]), cached[p]
+                dst = torch.tensor(by_prompt[p], device=dev)
+                dec[:, :, dst, :, longest - n : longest - n + c] = buf[:, :, k : k + 1, :, past_len - c : past_len]
+                dec[:, :, dst, :, longest - n + c : longest] = buf[:, :, k : k + 1, :, total - (n - c) : total]
+            del out, buf
+        assert dec is not None
+        logits = first.index_select(0, torch.tensor([r.prompt for r in rows], device=dev))
+        return hf_decode.make_buffer_cache([d[0] for d in dec], [d[1] for d in dec], longest), logits
+
+    def _cached_groups(self, prompts: list[list[int]], cached: list[int]) -> list[list[int]]:
+        """Prefill groups by suffix length: suffix tokens within ``prefill_tokens`` and the
+        group's past (prefix + suffix width) within four times that."""
+        order = sorted(range(len(prompts)), key=lambda p: (len(prompts[p]) - cached[p], cached[p]))
+        groups: list[list[int]] = []
+        width = past = 0
+        for p in order:
+            w, c = len(prompts[p]) - cached[p], cached[p]
+            if groups:
+                rows = len(groups[-1]) + 1
+                nw, nc = max(width, w), max(past, c)
+                if rows * nw <= self.prefill_tokens and rows * (nw + nc) <= 4 * self.prefill_tokens:
+                    groups[-1].append(p)
+                    width, past = nw, nc
+                    continue
+            groups.append([p])
+            width, past = w, c
+        return groups
+
+    def _run_on_prefixes(self, prompts: list[list[int]], found: list[tuple[int, list[tuple[torch.Tensor, int]]]],
+                         width: int, past_len: int) -> tuple[Any, torch.Tensor]:
+        """One forward pass of the prompts' uncached suffixes over their cached prefixes.
+
+        Returns the model output (last-position logits) and the KV buffer
+        ``[layers, 2, rows, kv_heads, past_len + width, head_dim]``: row ``k``'s cached prefix ends
+        at ``past_len``, its suffix at ``past_len + width``.
+        """
+        dev, rows = self.device, len(prompts)
+        config = self.model.config.get_text_config()
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        buf = torch.zeros((config.num_hidden_layers, 2, rows, heads, past_len + width, head_dim),
+                          dtype=self.model.dtype, device=dev)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, past_len + width), dtype=torch.long)
+        pos = torch.zeros((rows, width), dtype=torch.long)
+        for k, (p, (c, pieces)) in enumerate(zip(prompts, found)):
+            off = past_len - c
+            for kv, take in pieces:
+                buf[:, :, k, :, off : off + take] = kv[:, :, :, :take]
+                off += take
+            suffix = p[c:]
+            mask[k, past_len - c : past_len] = 1
+            mask[k, past_len + width - len(suffix):] = 1
+            ids[k, width - len(suffix):] = torch.tensor(suffix)
+            pos[k, width - len(suffix):] = torch.arange(c, len(p))
+        past = hf_decode.make_buffer_cache([b[0] for b in buf], [b[1] for b in buf], past_len)
+        out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                         past_key_values=past, use_cache=True, logits_to_keep=1)
+        return out, buf
 
     def _single_tokens(self, candidates: Sequence[str]) -> list[int] | None:
         """The token id of each candidate, or None unless every candidate is one token."""
