@@ -14,6 +14,12 @@ Four parts, all in this one run (each on fixed tasks x seeds of the miniwob whee
    just expanded continues in its browser).
 
     python -m mcts_agent.benchmarks.web_agents --seeds 5 --model-seeds 3 --out results/web_agents.json
+
+``--suite scienceworld`` runs the same four parts on ScienceWorld (its JVM simulator, branched by
+replay; ``benchmarks.web_agents_scienceworld``), ``--suite all`` both:
+
+    OMP_NUM_THREADS=1 python -m mcts_agent.benchmarks.web_agents --suite scienceworld \
+        --out results/web_agents_scienceworld.json
 """
 
 from __future__ import annotations
@@ -175,9 +181,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--fresh-repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-model", action="store_true", help="oracle, throughput and branching parts only")
+    p.add_argument("--suite", choices=("miniwob", "scienceworld", "all"), default="miniwob")
+    p.add_argument("--sw-variations", type=int, default=1, help="test variations per ScienceWorld task, oracle")
+    p.add_argument("--sw-model-variations", type=int, default=1, help="test variations per task, model")
     p.add_argument("--out", default="results/web_agents.json")
     a = p.parse_args(argv)
     load = os.getloadavg()[0]
+    extra: dict[str, Any] = {"load_average": load}
+    if a.suite != "scienceworld":
+        extra.update(miniwob_suite(a, load))
+    if a.suite != "miniwob":
+        from mcts_agent.benchmarks import web_agents_scienceworld
+
+        extra.update(web_agents_scienceworld.main(a, run, load))
+    return write_result(a.out, "web_agents", vars(a), extra.pop("model", []), **extra)
+
+
+def miniwob_suite(a: argparse.Namespace, load: float) -> dict[str, Any]:
+    """The MiniWoB++ parts; their tables printed, their JSON fields returned."""
     oracle = oracle_part(a)
     model = [] if a.skip_model else model_part(a)
     throughput = throughput_part(a)
@@ -191,8 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print_table("env steps per second (MCTS, scripted policy, 8 trees)", throughput,
                 ["browsers", "env_steps", "seconds", "steps_per_s", "speedup", "resets", "replayed", "mismatches"])
     print_table("seconds per branch", branch, ["method", "depth", "seconds_per_branch", "replayed_per_branch"])
-    return write_result(a.out, "web_agents", vars(a), model, oracle=oracle, oracle_total=total,
-                        throughput=throughput, branching=branch, load_average=load, model_tasks=list(MODEL_TASKS))
+    return {"model": model, "oracle": oracle, "oracle_total": total, "throughput": throughput, "branching": branch,
+            "model_tasks": list(MODEL_TASKS)}
 
 
 if __name__ == "__main__":

@@ -85,6 +85,22 @@ def _miniwob_entries() -> list[EnvEntry]:
     return out
 
 
+def _scienceworld_entries() -> list[EnvEntry]:
+    """``scienceworld`` (any of its 30 tasks: task=NAME, default all) and ``scienceworld-<task>`` for featured ones."""
+    from mcts_agent.envs.text.scienceworld import FEATURED  # imports no JVM
+
+    mod = "mcts_agent.envs.text.scienceworld"
+    cls, loader = f"{mod}:ScienceWorldEnv", f"{mod}:load_scienceworld"
+    out = [EnvEntry("scienceworld", cls, f"{NAMESPACE}/scienceworld-v0", loader=loader,
+                    test_kwargs=f"{mod}:CHECK_KWARGS_ANY",
+                    description="ScienceWorld (Agent-R): 30 science tasks (task=NAME) in its JVM simulator; its own score")]
+    for task in FEATURED:
+        out.append(EnvEntry(f"scienceworld-{task}", cls, f"{NAMESPACE}/scienceworld-{task}-v0", loader=loader,
+                            kwargs={"task": task}, loader_kwargs={"task": task}, test_kwargs=f"{mod}:CHECK_KWARGS",
+                            description=f"ScienceWorld {task} (branching by replay over live JVMs)"))
+    return out
+
+
 # The table. Other env families (code/, web/, tool/, swe/) append their entries here.
 ENVS: list[EnvEntry] = [
     EnvEntry("math/gsm8k", "mcts_agent.envs.math.gsm8k:GSM8KEnv", f"{NAMESPACE}/gsm8k-v0",
@@ -116,6 +132,7 @@ ENVS: list[EnvEntry] = [
              description="SWE-bench-format issues in local git checkouts; edit actions, sandboxed pytest, SWE-bench grading"),
     *_bfcl_entries(),
     *_miniwob_entries(),
+    *_scienceworld_entries(),
 ]
 
 _BY_NAME: dict[str, EnvEntry] = {}

@@ -14,7 +14,8 @@ Checked replay: with ``fingerprint(result) -> Hashable`` (e.g. a DOM hash of wha
 ``step`` return), ``step(..., expect=prints)`` compares what the instance shows along the prefix
 (``prints[0]`` after the reset, ``prints[i + 1]`` after ``prefix[i]``) with what the tree recorded
 and raises ``ReplayMismatch`` where they differ: the node is stale (the world is not deterministic).
-``start(task_key)`` resets an instance and returns what the reset returned (a task's first view).
+``start(task_key)`` resets an instance and returns what the reset returned (a task's first view);
+``use(fn)`` lends an idle instance for other work (reading a task's metadata) and drops its replay state.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Callable, Generic, Hashable, Sequence, TypeVar
 from mcts_agent.errors import ConfigError, EnvError
 
 I = TypeVar("I")
+R = TypeVar("R")
 
 
 @dataclass
@@ -120,6 +122,29 @@ class ReplayPool(Generic[I]):
         except BaseException:
             slot.task, slot.history, slot.prints = None, (), []
             raise
+        finally:
+            self._release(slot)
+
+    def use(self, fn: Callable[[I], R]) -> R:
+        """``fn(instance)`` on an idle instance, for work besides replay (reading a task's metadata); the
+        instance's replay state is dropped, so its next ``step`` resets it. Not counted in ``stats.steps``."""
+        with self._cond:
+            while True:
+                idle = [s for s in self._slots if not s.busy]
+                if idle:
+                    slot = min(idle, key=lambda s: (s.task is not None, s.last_used))  # a blank one, else the LRU one
+                    break
+                if len(self._slots) < self.capacity:
+                    slot = _Slot(self._create())
+                    self._slots.append(slot)
+                    self.stats.created += 1
+                    break
+                self._cond.wait()
+            self._clock += 1
+            slot.busy, slot.last_used = True, self._clock
+        try:
+            slot.task, slot.history, slot.prints = None, (), []
+            return fn(slot.instance)
         finally:
             self._release(slot)
 

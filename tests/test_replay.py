@@ -126,3 +126,14 @@ def test_checked_replay_raises_on_a_world_that_differs_and_start_returns_the_res
     assert (e.value.index, e.value.got) == (0, "The counter is 100.") and pool.stats.mismatches == 2
     with pytest.raises(ConfigError, match="needs a pool built with fingerprint="):
         ReplayPool(World, reset, lambda w, a: w.step(a)).step("x", (), "add(1)", expect=[])
+
+
+def test_use_lends_an_idle_instance_and_drops_its_replay_state() -> None:
+    pool = ReplayPool(World, World.reset, World.step, capacity=2)
+    assert pool.step("t", ("add(2)",), "add(3)") == "The counter is 5."
+    seen = pool.use(lambda w: w.total)  # the only instance, lent as it is
+    assert seen == 5 and pool.stats.created == 1 and pool.stats.steps == 1
+    r0 = pool.stats.replayed
+    assert pool.step("t", ("add(2)", "add(3)"), "add(1)") == "The counter is 6."  # dropped: reset + replay both
+    assert pool.stats.resets == 2 and pool.stats.replayed - r0 == 2
+    pool.close()
