@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 from mcts_agent.critic import Critic, NodeView
 from mcts_agent.errors import ConfigError
@@ -41,6 +41,11 @@ class EnsembleCritic(Critic):
         self.keys = keys
         self.total = float(total)
         self.last_scores: dict[str, list[float]] = {}
+
+    def use_executor(self, executor: Any) -> None:
+        """Lend ``executor`` to every member."""
+        for critic, _ in self.members:
+            critic.use_executor(executor)
 
     def evaluate(self, nodes: Sequence[NodeView]) -> list[float]:
         out = [0.0] * len(nodes)

@@ -3,7 +3,8 @@
 All live nodes are completed in ONE ``backend.generate`` call (temperature 0, no
 stop at the step delimiter, ``max_tokens`` budget). Each completion is split into
 steps with ``env.step_delimiter`` and replayed through ``env.transition`` from the
-node's state until the episode ends. The final state's value is its reward in
+node's state until the episode ends: in this thread, or, inside a search, on the planner's
+executor (threads, processes or Ray actors: ``use_executor``), one item per rollout. The final state's value is its reward in
 ``RewardMode.OUTCOME`` when the episode ended; otherwise (evaluation, or a
 rollout cut short by ``max_tokens``) it is the inner critic's value of the final
 state, for all of them in one batched call.
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from mcts_agent.critic import Critic, NodeView
 from mcts_agent.envs.base import EnvState, RewardMode, TextEnv
 from mcts_agent.errors import ConfigError, CriticError, EnvError
+from mcts_agent.executor import Executor
 from mcts_agent.llm.types import Backend, FinishReason, GenerationRequest
 
 
@@ -78,6 +80,10 @@ class RolloutCritic(Critic):
         self.config = config or RolloutConfig()
         self.stats = RolloutStats()
         self.last_final_states: list[EnvState] = []
+        self.executor: Executor | None = None
+
+    def use_executor(self, executor: Any) -> None:
+        self.executor = executor
 
     def evaluate(self, nodes: Sequence[NodeView]) -> list[float]:
         self.stats.calls += 1
@@ -103,40 +109,20 @@ class RolloutCritic(Critic):
         if len(outputs) != len(requests):
             raise CriticError(f"backend.generate returned {len(outputs)} results for {len(requests)} rollout requests")
         self.stats.rollouts += len(requests)
-        try:
-            before = self.env.snapshot()
-        except EnvError:
-            before = None
-        try:
-            return [self._replay(s, out[0].text, out[0].finish_reason, out[0].token_ids)
-                    for s, out in zip(states, outputs)]
-        finally:
-            if before is not None:  # leave the env where the caller had it
-                self.env.restore(before)
-
-    def _replay(self, state: EnvState, text: str, finish: FinishReason, token_ids: list[int]) -> _Final:
-        self.stats.generated_tokens += len(token_ids)
-        pieces = text.split(self.env.step_delimiter)
-        if finish is FinishReason.LENGTH:
-            pieces = pieces[:-1]  # the last piece was cut mid-step
-        reward: float | None = None
-        for piece in (p.strip() for p in pieces):
-            if not piece:  # blank lines between steps are not steps
-                continue
-            try:
-                state, reward, term, trunc, _ = self.env.transition(state, piece)
-            except EnvError:
-                self.stats.env_errors += 1
-                break
-            self.stats.steps_replayed += 1
-            if term or trunc:
-                break
-        final = _Final(state, reward)
-        if final.ended:
-            self.stats.finished += 1
+        self.stats.generated_tokens += sum(len(out[0].token_ids) for out in outputs)
+        jobs = [(s, out[0].text, out[0].finish_reason) for s, out in zip(states, outputs)]
+        if self.executor is not None:
+            replayed = self.executor.map(replay_rollout, self.env, jobs)
         else:
-            self.stats.unfinished += 1
-        return final
+            replayed = [replay_rollout(self.env, job) for job in jobs]
+        finals = []
+        for final, steps, errors in replayed:
+            self.stats.steps_replayed += steps
+            self.stats.env_errors += errors
+            self.stats.finished += final.ended
+            self.stats.unfinished += not final.ended
+            finals.append(final)
+        return finals
 
     def _values(self, finals: list[_Final]) -> list[float]:
         outcome = self.env.reward_mode is RewardMode.OUTCOME
@@ -162,3 +148,26 @@ class RolloutCritic(Critic):
         s = f.state
         return NodeView(prompt=self.env.policy_prompt(s, self.backend.format_chat), question=s.task.question,
                         steps=s.steps, answer=s.answer, terminal=s.terminated, reward=f.reward, state=s)
+
+
+def replay_rollout(env: TextEnv, job: tuple[EnvState, str, FinishReason]) -> tuple[_Final, int, int]:
+    """Step a rollout's completion from its state until the episode ends (an executor item):
+    ``(final, steps replayed, env errors)``. ``env.transition`` is pure: the env is not moved."""
+    state, text, finish = job
+    pieces = text.split(env.step_delimiter)
+    if finish is FinishReason.LENGTH:
+        pieces = pieces[:-1]  # the last piece was cut mid-step
+    reward: float | None = None
+    steps = errors = 0
+    for piece in (p.strip() for p in pieces):
+        if not piece:  # blank lines between steps are not steps
+            continue
+        try:
+            state, reward, term, trunc, _ = env.transition(state, piece)
+        except EnvError:
+            errors += 1
+            break
+        steps += 1
+        if term or trunc:
+            break
+    return _Final(state, reward), steps, errors

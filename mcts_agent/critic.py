@@ -47,6 +47,11 @@ class Critic(abc.ABC):
         generating the node (fused evaluation). None (the default): never fused."""
         return None
 
+    def use_executor(self, executor: Any) -> None:
+        """Run this critic's env steps (rollout replays) on ``executor`` (a ``mcts_agent.executor.Executor``;
+        None: in the calling thread). The planner lends its own for each run and takes it back at the end.
+        A critic that steps no env ignores it (the default)."""
+
     def __call__(self, nodes: Sequence[NodeView]) -> list[float]:
         if not nodes:
             return []

@@ -26,6 +26,13 @@ def test_backend_fields_are_validated_up_front() -> None:
         IterateConfig(backend={"backend": "openai", "base_url": "http://127.0.0.1:1/v1"})
     critic = IterateConfig(critic_backend={"backend": "openai", "model": "judge", "base_url": "http://127.0.0.1:1/v1"})
     assert critic.backend_spec("critic_backend").model == "judge"
+    served = IterateConfig(eval_backend={"backend": "vllm", "replicas": 2, "replica_resources": "GPU=1"})
+    spec = served.backend_spec("eval_backend")
+    assert (spec.replicas, spec.replica_resources) == (2, "GPU=1") and served.uses_ray() and not cfg.uses_ray()
+    with pytest.raises(ConfigError, match=r"IterateConfig.backend: --replicas must be an integer >= 0, got -1"):
+        IterateConfig(backend={"backend": "transformers", "replicas": -1})
+    with pytest.raises(ConfigError, match=r"IterateConfig.backend: --replica-resources: Ray resources 'GPU'"):
+        IterateConfig(backend={"backend": "transformers", "replicas": 1, "replica_resources": "GPU"})
 
 
 @pytest.mark.vllm

@@ -3,7 +3,6 @@ config, CLI and iterate wiring of ``--ray`` and the error without Ray installed.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import secrets
@@ -241,7 +240,7 @@ def test_cli_ray_options_reach_the_search(monkeypatch: pytest.MonkeyPatch) -> No
     cfg = SearchConfig.from_dict(jobs[0].search)
     assert (cfg.env_executor, cfg.ray, cfg.ray_resources, cfg.env_workers) == ("ray", "127.0.0.1:6379",
                                                                                 "CPU=2,browser=1", 4)
-    assert (jobs[0].replicas, jobs[0].replica_resources) == (2, "GPU=1")
+    assert (jobs[0].policy.replicas, jobs[0].policy.replica_resources) == (2, "GPU=1")
     help_text = CliRunner().invoke(app, ["search", "--help"], env={"COLUMNS": "250"}).output
     assert "--ray " in help_text and "--ray-resources" in help_text and "--replicas" in help_text
 
@@ -285,3 +284,152 @@ def test_policy_replicas_split_a_batch_and_keep_its_order(local_ray: None) -> No
         while time.monotonic() < deadline:
             ray.get([r.info.remote() for r in replicas], timeout=10)
             time.sleep(0.2)
+
+
+@pytest.mark.model
+def test_iterate_serves_a_phase_from_ray_replicas_with_the_in_process_result(local_ray: None, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``"backend": {"replicas": 1}`` in an iterate config: the evaluation phase's model runs in a Ray
+    actor (the embedded model, loaded there) and writes the trees the in-process backend writes."""
+    from mcts_agent.io import load_trees
+    from mcts_agent.llm import ray_backend
+    from mcts_agent.training.iterate import IterateRun
+    from mcts_agent.training.iterate_config import IterateConfig
+    from tests.test_iterate import TINY
+
+    started: list[int] = []
+    original = ray_backend.RayBackend.__init__
+
+    def spy(self, spec, replicas=1, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(replicas)
+        original(self, spec, replicas, **kwargs)
+
+    monkeypatch.setattr(ray_backend.RayBackend, "__init__", spy)
+    base = {**TINY, "eval_tasks": 2}
+    remote = IterateConfig(**base, out_dir=str(tmp_path / "ray"),
+                           backend={"backend": "transformers", "replicas": 1, "replica_resources": "CPU=0.5"})
+    local = IterateConfig(**base, out_dir=str(tmp_path / "local"))
+    assert remote.uses_ray() and not local.uses_ray()
+    got = IterateRun(remote).evaluate(0, tmp_path / "ray" / "eval")
+    assert started == [1]
+    want = IterateRun(local).evaluate(0, tmp_path / "local" / "eval")
+    assert got == want
+
+    def texts(root: Path) -> list[list[str]]:
+        return [[n.action for n in t.nodes] for t in load_trees(root / "eval" / "greedy" / "trees.jsonl")]
+
+    assert texts(tmp_path / "ray") == texts(tmp_path / "local")
+
+
+def _browser_pids(owner: int) -> list[int]:
+    """Live chromedriver and chromium processes of the browsers process ``owner`` started."""
+    import tempfile
+
+    from mcts_agent.envs.web import browser as web
+
+    pids = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{web.PROFILE_PREFIX}{owner}-*"):
+        pgid = int((folder / web.OWNER_FILE).read_text()) if (folder / web.OWNER_FILE).exists() else None
+        pids += web._matching_pids(pgid, str(folder))
+    return pids
+
+
+@pytest.mark.browser
+def test_miniwob_browsers_run_on_ray_actors_and_a_killed_actor_leaves_none(local_ray: None) -> None:
+    """A MiniWoB env travels to Ray actors (each starts its own browsers and page server), the
+    oracle's trees equal the in-process ones, the browsers of an actor killed with -9 are swept by
+    the next browser started, and closing the executor stops every browser of every actor."""
+    from mcts_agent.envs.web.browser import browser_available
+    from mcts_agent.envs.web.miniwob import MiniWoBEnv
+    from mcts_agent.envs.web.oracle import oracle_script
+    from mcts_agent.lifecycle import pid_alive
+    from mcts_agent.llm.scripted import ScriptedBackend
+
+    if browser_available() is not None:
+        pytest.skip(str(browser_available()))
+    env = MiniWoBEnv(task=["click-button", "enter-text"], seeds=1, pool_size=1, max_steps=6)
+    try:
+        cfg = SearchConfig(algo="greedy", max_step_tokens=200, max_trees_in_flight=2)
+        script = oracle_script(env.tasks)
+        local = Planner(ScriptedBackend(script), env, cfg, executor=SerialExecutor()).run(env.tasks)
+        with RayExecutor(2, resources="CPU=0.5,browser=1", retries=2) as ex:
+            trees = Planner(ScriptedBackend(script), env, cfg, executor=ex).run(env.tasks)
+            assert [[(n.action, n.observation) for n in t.nodes] for t in trees] == \
+                [[(n.action, n.observation) for n in t.nodes] for t in local]
+            assert all(env.verify_state(t.nodes[t.answer_node].state, task) for t, task in zip(trees, env.tasks))
+            actors = [pid for pid, _ in ex.worker_pids()]
+            assert all(_browser_pids(a) for a in actors)  # each actor drove browsers of its own
+            orphans = _browser_pids(actors[0])
+            os.kill(actors[0], signal.SIGKILL)  # no close() runs: its browsers are orphans now
+            again = Planner(ScriptedBackend(script), env, cfg, executor=ex).run(env.tasks)
+            assert [[n.action for n in t.nodes] for t in again] == [[n.action for n in t.nodes] for t in local]
+            assert ex.restarts >= 1 or actors[0] not in [pid for pid, _ in ex.worker_pids()]
+            alive_now = [p for p in orphans if pid_alive(p)]
+            assert not alive_now, alive_now  # swept when the restarted actor started its browser
+        assert not any(_browser_pids(a) for a in actors)
+    finally:
+        env.close()
+
+
+# ----- rollouts on Ray actors ---------------------------------------------------------------
+def rollout_script(prompt: str, i: int) -> str:
+    """A policy step is the first line ('x = 1' / 'x = 2'); a rollout (no stop) runs on to an answer,
+    right after an even number of steps and wrong after an odd one."""
+    return f"x = {i + 1}\ny = 2 + 3\nAnswer: {5 if prompt.count('x = ') % 2 else 7}"
+
+
+def driverless_env(driver_pid: int):  # type: ignore[no-untyped-def]
+    """A one-step-per-line env (``Answer: X`` ends it) that refuses to step in the process ``driver_pid``."""
+    from mcts_agent.envs.base import Task, TextEnv
+
+    class Driverless(TextEnv):
+        def messages(self, task: Task) -> list[dict[str, str]]:
+            return [{"role": "user", "content": task.question}]
+
+        def extract_answer(self, step: str) -> str | None:
+            return step[len("Answer:"):].strip() if step.strip().startswith("Answer:") else None
+
+        def verify(self, answer: str | None, task: Task) -> bool:
+            return answer == task.answer
+
+        def advance(self, state, action):  # type: ignore[no-untyped-def]
+            if os.getpid() == self.driver_pid:
+                raise AssertionError(f"env step {action!r} ran in the driver")
+            return super().advance(state, action)
+
+    env = Driverless([Task(id=f"t{k}", question=f"What is 2 + {k}?", answer="5") for k in (3, 4)], max_steps=6,
+                     reward_mode="outcome")
+    env.driver_pid = driver_pid
+    return env
+
+
+def test_rollout_replays_run_on_the_planners_ray_actors(local_ray: None) -> None:
+    """The rollout critic's completions are replayed on the executor the planner lends it: with an env that
+    refuses to step in the driver, an MCTS search with rollouts on Ray gives the trees of a serial search."""
+    from mcts_agent.critics import RolloutConfig, RolloutCritic
+    from mcts_agent.llm.scripted import ScriptedBackend
+
+    cfg = SearchConfig(algo="mcts", simulations=3, branching=2, max_step_tokens=40, max_trees_in_flight=2)
+    serial_env = driverless_env(-1)
+    serial_critic = RolloutCritic(ScriptedBackend(rollout_script), serial_env, config=RolloutConfig(max_tokens=60))
+    serial = Planner(ScriptedBackend(rollout_script), serial_env, cfg, serial_critic,
+                     executor=SerialExecutor()).run(serial_env.tasks)
+    env = driverless_env(os.getpid())
+    critic = RolloutCritic(ScriptedBackend(rollout_script), env, config=RolloutConfig(max_tokens=60))
+    with pytest.raises(AssertionError, match="ran in the driver"):
+        critic([driverless_node(env)])  # outside a search the critic steps in this process
+    with RayExecutor(2, resources="CPU=0.5") as ex:
+        trees = Planner(ScriptedBackend(rollout_script), env, cfg, critic, executor=ex).run(env.tasks)
+        assert critic.executor is None  # taken back at the end of the run
+    assert [[(n.action, n.value, n.terminal) for n in t.nodes] for t in trees] == \
+        [[(n.action, n.value, n.terminal) for n in t.nodes] for t in serial]
+    assert critic.stats.steps_replayed == serial_critic.stats.steps_replayed > 0
+    assert critic.stats.finished == serial_critic.stats.finished > 0
+    assert any(n.value == 1.0 for t in trees for n in t.nodes)  # rollouts reached the right answer
+
+
+def driverless_node(env):  # type: ignore[no-untyped-def]
+    from mcts_agent.critic import NodeView
+
+    state = env.initial_state(env.tasks[0])
+    return NodeView(prompt="", question=state.task.question, steps=(), answer=None, terminal=False, state=state)

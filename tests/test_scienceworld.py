@@ -29,24 +29,17 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 from mcts_agent.envs.text.scienceworld import (MAX_VALID_CHARS, ScienceWorldEnv, oracle_script,  # noqa: E402
                                                split_variations)
 from mcts_agent.errors import EnvError  # noqa: E402
+from mcts_agent.lifecycle import pid_alive  # noqa: E402
 from mcts_agent.llm.scripted import ScriptedBackend  # noqa: E402
 from mcts_agent.search import SearchConfig, run_search  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
 def scienceworld_jvms() -> set[int]:
     """Every live java process of this machine running the scienceworld jar."""
     out = subprocess.run(["pgrep", "-f", "scienceworld.jar"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split() if alive(int(p))}
+    return {int(p) for p in out.split() if pid_alive(int(p))}
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +170,13 @@ def test_close_and_an_exception_stop_every_jvm() -> None:
     pids = [s.instance.pid for s in e.pool._slots]
     assert len(pids) == 2 and set(pids) <= scienceworld_jvms() - before and set(pids) <= set(live_pids())
     e.close()
-    assert not any(alive(p) for p in pids) and not set(live_pids()) & set(pids)
+    assert not any(pid_alive(p) for p in pids) and not set(live_pids()) & set(pids)
     with pytest.raises(RuntimeError, match="boom"):
         with ScienceWorldEnv(task="find-animal", variations=1, max_instances=1) as e2:
             e2.reset(seed=0)
             pids = [s.instance.pid for s in e2.pool._slots]
             raise RuntimeError("boom")
-    assert pids and not any(alive(p) for p in pids)
+    assert pids and not any(pid_alive(p) for p in pids)
     assert scienceworld_jvms() - before == set()  # no java process of ours is left
 
 
@@ -207,7 +200,7 @@ def test_a_signal_to_a_running_process_stops_its_jvms(sig: signal.Signals) -> No
         line = proc.stdout.readline()
         assert line, proc.stderr.read()[-2000:]
         pids = json.loads(line)
-        assert pids and all(alive(p) for p in pids)
+        assert pids and all(pid_alive(p) for p in pids)
         proc.send_signal(sig)
         proc.wait(timeout=60)
     finally:
@@ -215,7 +208,7 @@ def test_a_signal_to_a_running_process_stops_its_jvms(sig: signal.Signals) -> No
             proc.kill()
             proc.wait()
     assert proc.returncode == -sig, proc.stderr.read()[-2000:]
-    assert not any(alive(p) for p in pids)
+    assert not any(pid_alive(p) for p in pids)
 
 
 @pytest.mark.model

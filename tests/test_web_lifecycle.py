@@ -19,23 +19,16 @@ import pytest
 from mcts_agent.envs.web import browser as browser_mod
 from mcts_agent.envs.web.browser import browser_available
 from mcts_agent.envs.web.miniwob import MiniWoBEnv
+from mcts_agent.lifecycle import pid_alive
 
 REASON = browser_available()
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(REASON is not None, reason=str(REASON))]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
 def pgrep() -> set[int]:
     out = subprocess.run(["pgrep", "-f", "chromium|chromedriver"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split() if alive(int(p))}
+    return {int(p) for p in out.split() if pid_alive(int(p))}
 
 
 def env_pids(env: MiniWoBEnv) -> list[int]:
@@ -43,7 +36,7 @@ def env_pids(env: MiniWoBEnv) -> list[int]:
 
 
 def names(pids: list[int]) -> set[str]:
-    return {Path(f"/proc/{p}/comm").read_text().strip() for p in pids if alive(p)}
+    return {Path(f"/proc/{p}/comm").read_text().strip() for p in pids if pid_alive(p)}
 
 
 def test_close_and_an_exception_inside_with_stop_every_process() -> None:
@@ -55,8 +48,8 @@ def test_close_and_an_exception_inside_with_stop_every_process() -> None:
     assert len(env.pool._slots) == 2 and {"chromedriver", "chromium"} <= names(pids)
     assert set(pids) <= pgrep() - before
     env.close()
-    assert not any(alive(p) for p in pids) and not (pgrep() & set(pids))
-    assert not browser_mod._LIVE  # nothing left for atexit either
+    assert not any(pid_alive(p) for p in pids) and not (pgrep() & set(pids))
+    assert not browser_mod.LIVE  # nothing left for atexit either
 
     with pytest.raises(RuntimeError, match="boom"):
         with MiniWoBEnv(task="click-button", seeds=1, pool_size=1) as env2:
@@ -65,7 +58,7 @@ def test_close_and_an_exception_inside_with_stop_every_process() -> None:
             pids = env_pids(env2)
             assert pids
             raise RuntimeError("boom")
-    assert not any(alive(p) for p in pids) and not browser_mod._LIVE
+    assert not any(pid_alive(p) for p in pids) and not browser_mod.LIVE
 
 
 CHILD = textwrap.dedent("""
@@ -98,4 +91,4 @@ def test_a_signal_to_a_running_process_stops_its_browsers(sig: signal.Signals) -
             proc.kill()
             proc.wait()
     assert proc.returncode == -sig, proc.stderr.read()[-2000:]  # Python exits on KeyboardInterrupt by SIGINT too
-    assert not any(alive(p) for p in pids) and not (pgrep() & set(pids))
+    assert not any(pid_alive(p) for p in pids) and not (pgrep() & set(pids))

@@ -133,8 +133,16 @@ def test_selenium_manager_never_runs_and_the_file_fallback_works(monkeypatch: py
                 break
         assert terminated and e.verify_state(e.snapshot(), e.tasks[0]) and e.server is None
         assert e.pool._slots[0].instance.base_url.startswith("file://")
-        with pytest.raises(EnvError, match="cannot be pickled; use env_executor='thread'"):
-            pickle.dumps(e)
+        copy = pickle.loads(pickle.dumps(e))  # what a Ray or process worker gets: options and tasks
+        try:
+            assert copy.tasks == e.tasks and copy.serve == "file" and copy.pool is not e.pool
+            first = copy.reset(seed=0)[0]
+            assert first == e.reset(seed=0)[0]
+            action = oracle_action("enter-text", first, 0)
+            assert copy.step(action)[0] == e.step(action)[0]  # stepped in a browser of its own
+            assert copy.pool._slots[0].instance.browser is not e.pool._slots[0].instance.browser
+        finally:
+            copy.close()
 
 
 def test_the_page_server_listens_on_loopback_until_close() -> None:

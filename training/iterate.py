@@ -236,8 +236,7 @@ class IterateRun:
     def run(self) -> dict[str, Any]:
         self._check_config()
         train = self.cfg.search_config()
-        if train.env_executor != "ray" and not any(self.cfg.eval_config(a).env_executor == "ray"
-                                                   for a in self.cfg.eval_algos):
+        if not self.cfg.uses_ray():
             return self._run()
         from mcts_agent.ray_executor import ray_session
 

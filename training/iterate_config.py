@@ -48,7 +48,7 @@ class IterateConfig:
     model: str | None = _opt(None, "Initial policy: HF id or local dir; the embedded model if None.")
     backend: dict[str, Any] = _opt({"backend": "transformers"}, "BackendSpec of the policy's training searches: "
                                    "backend transformers | vllm | openai and its options (device, cache_dir, "
-                                   "base_url); the model is the policy of each iteration.")
+                                   "base_url, replicas and replica_resources: Ray actors serving it); the model is the policy of each iteration.")
     eval_backend: dict[str, Any] | None = _opt(None, "BackendSpec of the held-out evaluation; None: as backend.")
     critic_backend: dict[str, Any] | None = _opt(None, "BackendSpec, with its own model, of a fixed critic model; "
                                                  "None: critics read the policy's own backend.")
@@ -117,6 +117,14 @@ class IterateConfig:
         unknown = sorted(set(value) - known)
         if unknown:
             raise ConfigError(f"IterateConfig.{name}: unknown {cls.__name__} keys {unknown}; known keys: {sorted(known)}")
+
+    def uses_ray(self) -> bool:
+        """Whether a search steps its envs on Ray or a backend is served by Ray replicas."""
+        if self.search_config().env_executor == "ray" or any(
+                self.eval_config(a).env_executor == "ray" for a in self.eval_algos):
+            return True
+        specs = [self.backend_spec(n) for n in ("backend", "eval_backend", "critic_backend")]
+        return any(s is not None and s.replicas > 0 for s in specs)
 
     def backend_spec(self, name: str, model: str | None = None) -> BackendSpec | None:
         """The BackendSpec in field ``name`` (``eval_backend`` falls back to ``backend``) with ``model``."""

@@ -37,9 +37,9 @@ from typing import Any, Callable, Sequence
 from mcts_agent.env import Branching, EnvState, RewardMode, Task
 from mcts_agent.envs.agent import AgentEnv, Outcome
 from mcts_agent.envs.loading import select
-from mcts_agent.envs.text.scienceworld_jvm import (NO_MATCH, SimResult, Simulator, default_max_instances,
-                                                   fingerprint, install_signal_handlers)
+from mcts_agent.envs.text.scienceworld_jvm import NO_MATCH, SimResult, Simulator, default_max_instances, fingerprint
 from mcts_agent.errors import EnvError
+from mcts_agent.lifecycle import install_signal_handlers
 from mcts_agent.llm.chat import plain_chat_position
 from mcts_agent.replay import ReplayMismatch, ReplayPool
 

@@ -32,12 +32,12 @@ import os
 import signal
 import subprocess
 import tempfile
-import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from mcts_agent.errors import EnvError
+from mcts_agent.lifecycle import Registry
 
 HEAP_MB = 512  # -Xmx of each JVM; gold-path generation of the largest tasks fits in it
 JVM_MEMORY_MB = 600  # what one JVM is budgeted (heap + metaspace + threads; 170-400 MB resident measured)
@@ -51,9 +51,7 @@ DETERMINISTIC_OPTS = ("-XX:+UnlockExperimentalVMOptions", "-XX:hashCode=2")
 NO_MATCH = "No known action matches that input."  # ScienceWorld's own reply to an action it cannot parse
 INSTALL_HINT = "install Java with scripts/install_system_deps.sh (default-jre-headless) and pip install -e '.[agents]'"
 
-_LIVE: dict[int, weakref.finalize] = {}  # every JVM this process started and has not stopped
-_LIVE_LOCK = threading.RLock()
-_HANDLED: set[int] = set()
+LIVE = Registry("scienceworld-jvm")  # every JVM this process started and has not stopped (keyed by pid)
 
 
 def java_path() -> str:
@@ -160,7 +158,7 @@ class Simulator:
         except Exception as e:
             raise EnvError(f"could not start the ScienceWorld JVM with {java}: {type(e).__name__}: {e}") from e
         self.proc, self.starts = proc, self.starts + 1
-        self._finalizer = _track(self, _stop_jvm, None, proc)
+        self._finalizer = _track(self, None, proc)
         try:
             gateway = JavaGateway(gateway_parameters=GatewayParameters(auto_field=True, port=port),
                                   callback_server_parameters=CallbackServerParameters(port=0, daemonize=True),
@@ -169,7 +167,7 @@ class Simulator:
             env = object.__new__(_package_env_class())
             env.attach(gateway, gateway.jvm.scienceworld.runtime.pythonapi.PythonInterface())
             self._finalizer.detach()
-            self._finalizer = _track(self, _stop_jvm, gateway, proc, env._obj_tree_tempdir)
+            self._finalizer = _track(self, gateway, proc, env._obj_tree_tempdir)
         except Exception as e:
             self.close()
             raise EnvError(f"could not connect to the ScienceWorld JVM (pid {proc.pid}): {type(e).__name__}: {e}") from e
@@ -286,32 +284,22 @@ def _package_env_class() -> type:
 # ----- lifecycle ---------------------------------------------------------------------------
 def close_all() -> None:
     """Stop every ScienceWorld JVM this process started and has not stopped."""
-    with _LIVE_LOCK:
-        finalizers = list(_LIVE.values())
-    for f in finalizers:
-        f()
+    LIVE.close_all()
 
 
 def live_pids() -> list[int]:
     """PIDs of the JVMs this process has started and not stopped."""
-    with _LIVE_LOCK:
-        return [pid for pid in _LIVE]
+    return [int(pid) for pid in LIVE.keys()]  # type: ignore[call-overload]
 
 
-def _track(owner: object, fn: Callable[..., None], gateway: Any, proc: subprocess.Popen,
+def _track(owner: object, gateway: Any, proc: subprocess.Popen,
            tmp: tempfile.TemporaryDirectory | None = None) -> weakref.finalize:
     def stop() -> None:
-        with _LIVE_LOCK:
-            _LIVE.pop(proc.pid, None)
-        fn(gateway, proc)
+        _stop_jvm(gateway, proc)
         if tmp is not None:
             tmp.cleanup()  # the package's object-tree folder
 
-    fin = weakref.finalize(owner, stop)
-    with _LIVE_LOCK:
-        _LIVE[proc.pid] = fin
-    install_signal_handlers()
-    return fin
+    return LIVE.track(owner, stop, key=proc.pid)
 
 
 def _stop_jvm(gateway: Any, proc: subprocess.Popen) -> None:
@@ -332,28 +320,3 @@ def _stop_jvm(gateway: Any, proc: subprocess.Popen) -> None:
         except (ProcessLookupError, PermissionError):
             proc.kill()
         proc.wait(timeout=10)
-
-
-def install_signal_handlers() -> None:
-    """On SIGTERM/SIGHUP: ``close_all()``, then the signal's previous handler (or its default action).
-
-    Only the main thread may set handlers: envs call this when built, JVMs when started there."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if sig in _HANDLED:
-            continue
-        previous = signal.getsignal(sig)
-        if previous is signal.SIG_IGN:
-            continue
-        signal.signal(sig, lambda signum, frame, previous=previous: _on_signal(previous, signum, frame))
-        _HANDLED.add(sig)
-
-
-def _on_signal(previous: Any, signum: int, frame: Any) -> None:
-    close_all()
-    if callable(previous):
-        previous(signum, frame)
-        return
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)

@@ -5,9 +5,9 @@ the driver path goes in a ``Service``) with the system ``chromium``, in a proces
 a private profile folder of its own (also its ``HOME``, so its crash handler is ours to
 find). ``PageServer`` serves a folder on ``127.0.0.1`` from a thread.
 
-Both are stopped by ``close()``, by a ``weakref.finalize`` when collected, at interpreter
-exit (``atexit``), and on SIGTERM/SIGHUP (``close_all`` then the signal's previous
-disposition). Ctrl-C raises ``KeyboardInterrupt`` as usual; the driver runs in its own
+Both are stopped by ``close()``, when collected, at interpreter exit and on SIGTERM/SIGHUP
+(``mcts_agent.lifecycle``). A process killed with SIGKILL runs none of these: the next browser started on
+the machine sweeps what it left (``sweep_orphans``: profile folders name their process). Ctrl-C raises ``KeyboardInterrupt`` as usual; the driver runs in its own
 session, so the terminal's SIGINT does not kill it under the unwinding code, which closes it.
 
 Paths: constructor arguments, else ``MINIWOB_CHROME_BINARY`` / ``MINIWOB_CHROMEDRIVER``, else
@@ -22,12 +22,12 @@ import shutil
 import signal
 import tempfile
 import threading
-import weakref
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mcts_agent.errors import EnvError
+from mcts_agent.lifecycle import Registry, pid_alive
 
 DEFAULT_CHROME = "/usr/bin/chromium"
 DEFAULT_DRIVER = "/usr/bin/chromedriver"
@@ -37,9 +37,9 @@ FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-u
          "--disable-features=Translate,OptimizationHints,MediaRouter", "--window-size=800,600")
 INSTALL_HINT = "install them with scripts/install_system_deps.sh (apt-get install chromium chromium-driver)"
 
-_LIVE: dict[int, weakref.finalize] = {}  # every open browser and server of this process
-_LIVE_LOCK = threading.RLock()  # re-entrant: a signal handler may close_all() inside _track
-_HANDLED: set[int] = set()
+PROFILE_PREFIX = "mcts-agent-chromium-"  # + the starting process's pid + "-" + a random part
+OWNER_FILE = "driver-pgid"
+LIVE = Registry("browser")  # every open browser and server of this process
 
 
 def resolve_paths(chrome_binary: str | None = None, chromedriver: str | None = None) -> tuple[str, str]:
@@ -65,50 +65,7 @@ def browser_available() -> str | None:
 
 def close_all() -> None:
     """Stop every browser and server this process started and has not closed."""
-    with _LIVE_LOCK:
-        finalizers = list(_LIVE.values())
-    for f in finalizers:
-        f()
-
-
-def _track(owner: object, fn: Callable[..., None], *args: Any) -> weakref.finalize:
-    key = id(owner)
-
-    def stop() -> None:
-        with _LIVE_LOCK:
-            _LIVE.pop(key, None)
-        fn(*args)
-
-    fin = weakref.finalize(owner, stop)
-    with _LIVE_LOCK:
-        _LIVE[key] = fin
-    install_signal_handlers()
-    return fin
-
-
-def install_signal_handlers() -> None:
-    """On SIGTERM/SIGHUP: ``close_all()``, then the signal's previous handler (or its default action).
-
-    Only the main thread may set handlers: envs call this when built, browsers when started there."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if sig in _HANDLED:
-            continue
-        previous = signal.getsignal(sig)
-        if previous is signal.SIG_IGN:
-            continue
-        signal.signal(sig, functools.partial(_on_signal, previous))
-        _HANDLED.add(sig)
-
-
-def _on_signal(previous: Any, signum: int, frame: Any) -> None:
-    close_all()
-    if callable(previous):
-        previous(signum, frame)
-        return
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
+    LIVE.close_all()
 
 
 def _matching_pids(pgid: int | None, marker: str) -> list[int]:
@@ -129,6 +86,32 @@ def _matching_pids(pgid: int | None, marker: str) -> list[int]:
         except (OSError, ValueError):
             continue
     return out
+
+
+def sweep_orphans(root: str | None = None) -> int:
+    """Stop the browsers of processes that died without closing them (kill -9, a crashed Ray worker).
+
+    Each profile folder is named after the process that started it and records its driver's
+    process group; a folder whose process is gone has its driver group and chromium killed and
+    is removed. Called whenever a browser starts; returns how many folders were swept."""
+    swept = 0
+    base = Path(root or tempfile.gettempdir())
+    for folder in base.glob(f"{PROFILE_PREFIX}*-*"):
+        owner = folder.name[len(PROFILE_PREFIX):].split("-", 1)[0]
+        if not owner.isdigit() or pid_alive(int(owner)):
+            continue
+        try:
+            pgid = int(Path(folder, OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            pgid = -1  # died while starting: only chromium (by its profile) can be found
+        for pid in _matching_pids(pgid if pgid > 0 else None, str(folder)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
+        swept += 1
+    return swept
 
 
 def _shutdown_browser(driver: Any, pgid: int, profile: str) -> None:
@@ -153,7 +136,8 @@ class Browser:
         from selenium.webdriver.chrome.service import Service
 
         self.chrome_binary, self.chromedriver = resolve_paths(chrome_binary, chromedriver)
-        self.profile = tempfile.mkdtemp(prefix="mcts-agent-chromium-")
+        sweep_orphans()
+        self.profile = tempfile.mkdtemp(prefix=f"{PROFILE_PREFIX}{os.getpid()}-")
         options = webdriver.ChromeOptions()
         options.binary_location = self.chrome_binary
         for flag in (*flags, f"--user-data-dir={self.profile}"):
@@ -169,7 +153,8 @@ class Browser:
                            f"{type(e).__name__}: {str(e).strip()[:500]}") from e
         self.driver.set_page_load_timeout(page_load_timeout)
         self.pgid = service.process.pid  # start_new_session: the driver leads its own group
-        self._finalizer = _track(self, _shutdown_browser, self.driver, self.pgid, self.profile)
+        Path(self.profile, OWNER_FILE).write_text(str(self.pgid))  # for sweep_orphans, if this process is killed
+        self._finalizer = LIVE.track(self, functools.partial(_shutdown_browser, self.driver, self.pgid, self.profile))
 
     @property
     def alive(self) -> bool:
@@ -218,7 +203,7 @@ class PageServer:
         self.url = f"http://127.0.0.1:{self.port}/"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"miniwob-http-{self.port}", daemon=True)
         self._thread.start()
-        self._finalizer = _track(self, _stop_server, self.httpd, self._thread)
+        self._finalizer = LIVE.track(self, functools.partial(_stop_server, self.httpd, self._thread))
 
     @property
     def alive(self) -> bool:

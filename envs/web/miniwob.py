@@ -16,8 +16,10 @@ reward, discounted by elapsed time, is not used), solved when the raw reward is 
 Branching: ``ReplayPool`` of ``pool_size`` live browsers keyed by action prefix (LRU). The
 payload records the page hash after the reset and after each action; a replay that sees
 another page raises ``ReplayMismatch`` and the node ends as stale (``payload["stale"]``).
-Browsers step in parallel from the planner's thread executor; ``close()`` (also at exit and on
-SIGTERM) stops every browser and the server.
+Browsers step in parallel from the planner's thread executor, or on Ray actors
+(``env_executor="ray"``): a pickled env carries its options and tasks, and each copy starts
+its own browsers and server. ``close()`` (also at exit and on SIGTERM) stops every browser and
+the server.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from typing import Any, Sequence
 from mcts_agent.env import Branching, EnvState, RewardMode, Task
 from mcts_agent.envs.agent import AgentEnv, Outcome
 from mcts_agent.envs.web.actions import HELP
-from mcts_agent.envs.web.browser import PageServer, install_signal_handlers
+from mcts_agent.envs.web.browser import PageServer
 from mcts_agent.envs.web.dom import MAX_CHARS, render
 from mcts_agent.envs.web.page import MiniWoBPage, PageResult, fingerprint, html_root, task_names
 from mcts_agent.errors import EnvError
+from mcts_agent.lifecycle import install_signal_handlers
 from mcts_agent.replay import ReplayMismatch, ReplayPool
 
 # Tasks with a registry entry of their own (and a scripted oracle in envs.web.oracle); any other
@@ -101,6 +104,9 @@ class MiniWoBEnv(AgentEnv):
         if not names:
             raise EnvError("task must name at least one MiniWoB++ page")
         self._pending: list[tuple[str, int]] | None = None
+        self._init = {"task": names, "seeds": seeds, "pool_size": pool_size, "max_steps": max_steps,
+                      "max_chars": max_chars, "serve": serve, "reload": reload, "chrome_binary": chrome_binary,
+                      "chromedriver": chromedriver, **kwargs}
         super().__init__([], max_steps=max_steps, **kwargs)
         self.max_chars, self.pool_size = max_chars, pool_size
         self.serve, self.server = serve, None
@@ -195,7 +201,14 @@ class MiniWoBEnv(AgentEnv):
         super().close()
 
     def __getstate__(self) -> dict[str, Any]:
-        raise EnvError("MiniWoBEnv holds live browsers and cannot be pickled; use env_executor='thread'")
+        """What a copy in another process (a Ray or process worker) is built from: the options
+        and the tasks; its browsers and page server are its own, started there on first use."""
+        return {"init": self._init, "tasks": self._tasks if self._pending is None else None,
+                "reward_mode": self.reward_mode}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["tasks"], **state["init"])  # type: ignore[misc]
+        self.reward_mode = state["reward_mode"]
 
 
 CHECK_KWARGS = {"seeds": 2, "pool_size": 1}

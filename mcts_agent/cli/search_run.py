@@ -13,7 +13,6 @@ from tqdm import tqdm
 from mcts_agent.cli import common
 from mcts_agent.llm.scripted import ScriptedBackend
 from mcts_agent.llm.spec import BackendSpec
-from mcts_agent.llm.types import Backend
 from mcts_agent.runner import RunSummary, check_fresh, check_settings, run_settings, run_tasks
 from mcts_agent.search import SearchConfig
 
@@ -46,10 +45,6 @@ class SearchJob:
     extend: bool = _opt(False, "Resume a run whose settings differ: finished tasks keep their trees, the rest are "
                                "searched with the new settings (run.json records both).")
     viewer: bool = _opt(True, "Write viewer.html beside the trees.")
-    replicas: int = _opt(0, "Serve the policy from N Ray actors, one model replica each, on the --ray cluster "
-                            "(0: load it in this process).")
-    replica_resources: str = _opt("CPU=1", "What each policy replica asks Ray for; GPU=1 puts one transformers "
-                                           "or vLLM replica on each GPU.")
     policy: BackendSpec = field(default_factory=BackendSpec)
     search: dict[str, Any] = field(default_factory=dict)
 
@@ -61,7 +56,6 @@ def run_job(job: SearchJob) -> list[RunSummary]:
 
     # Everything that can be wrong with the input is checked before a model loads.
     configs = [SearchConfig.from_dict({**job.search, "algo": a}) for a in job.algos]
-    _check_replicas(job)
     check_out_dir(job.out, [c.algo.value for c in configs])
     for cfg in configs:
         check_fresh(job.out / cfg.algo.value, job.resume)
@@ -72,7 +66,7 @@ def run_job(job: SearchJob) -> list[RunSummary]:
     if any(cfg.algo.needs_critic for cfg in configs):
         make_critic(job.critic, ScriptedBackend(lambda prompt, i: ""), env)
     with contextlib.ExitStack() as stack:
-        if job.replicas or any(cfg.env_executor == "ray" for cfg in configs):  # one connection for every algo
+        if job.policy.replicas or any(cfg.env_executor == "ray" for cfg in configs):  # one connection for every algo
             from mcts_agent.ray_executor import ray_session
 
             stack.enter_context(ray_session(configs[0].ray))
@@ -81,27 +75,10 @@ def run_job(job: SearchJob) -> list[RunSummary]:
     return summaries
 
 
-def _check_replicas(job: SearchJob) -> None:
-    from mcts_agent.errors import ConfigError
-    from mcts_agent.ray_executor import check_resources
-
-    if not isinstance(job.replicas, int) or job.replicas < 0:
-        raise ConfigError(f"--replicas must be an integer >= 0, got {job.replicas!r}")
-    check_resources(job.replica_resources, "--replica-resources")
-
-
-def _load_policy(job: SearchJob) -> Backend:
-    if job.replicas == 0:
-        return job.policy.load()
-    from mcts_agent.llm.ray_backend import RayBackend
-
-    return RayBackend(job.policy, job.replicas, resources=job.replica_resources)
-
-
 def _search_all(job: SearchJob, configs: list[SearchConfig], tasks: list, env: Any) -> list[RunSummary]:
     from mcts_agent.critics import make_critic
 
-    policy = _load_policy(job)
+    policy = job.policy.load()
     summaries = []
     try:
         for cfg in configs:

@@ -20,9 +20,16 @@ class BackendSpec:
     device: str | None = field(default=None, metadata={"help": "transformers: cpu, cuda, cuda:1 (default: auto)."})
     cache_dir: str | None = field(default=None, metadata={
         "help": "transformers: cache root for the embedded model (default: $MCTS_AGENT_CACHE or ~/.cache/mcts-agent)."})
+    prefix_cache_gb: float | None = field(default=None, metadata={
+        "help": "transformers: GiB of prompt KV kept across calls, so a child's prompt reuses its parent's "
+                "prompt + step instead of prefilling it again (0: off; default 1.0)."})
     options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "Further constructor options of the backend (vllm: max_model_len, gpu_memory_utilization; "
-                "transformers: dtype, kv_cache_gb; openai: api_key, timeout)."})
+                "transformers: dtype, kv_cache_gb, share_prefix, prefix_cache_gb; openai: api_key, timeout)."})
+    replicas: int = field(default=0, metadata={
+        "help": "Serve the model from N Ray actors, one replica each, on the --ray cluster (0: load it in this process)."})
+    replica_resources: str = field(default="CPU=1", metadata={
+        "help": "What each replica asks Ray for; GPU=1 puts one transformers or vLLM replica on each GPU."})
 
     def __post_init__(self) -> None:
         from mcts_agent.llm import BACKENDS
@@ -35,15 +42,39 @@ class BackendSpec:
             raise ConfigError(f"backend options must be an object of constructor options, got {self.options!r}")
         if (self.device is not None or self.cache_dir is not None) and self.backend != "transformers":
             raise ConfigError(f"--device and --cache-dir only apply to --backend transformers, not {self.backend!r}")
+        if self.prefix_cache_gb is not None:
+            if self.backend != "transformers":
+                raise ConfigError(f"--prefix-cache-gb only applies to --backend transformers, not {self.backend!r}")
+            if isinstance(self.prefix_cache_gb, bool) or not isinstance(self.prefix_cache_gb, (int, float)) \
+                    or self.prefix_cache_gb < 0:
+                raise ConfigError(f"--prefix-cache-gb must be a number >= 0 (0: off), got {self.prefix_cache_gb!r}")
+        if not isinstance(self.replicas, int) or isinstance(self.replicas, bool) or self.replicas < 0:
+            raise ConfigError(f"--replicas must be an integer >= 0, got {self.replicas!r}")
+        from mcts_agent.ray_executor import check_resources
+
+        check_resources(self.replica_resources, "--replica-resources")
 
     def kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``load_backend`` that were set."""
-        return {**{k: v for k in ("base_url", "device", "cache_dir") if (v := getattr(self, k)) is not None},
+        set_ = ("base_url", "device", "cache_dir", "prefix_cache_gb")
+        return {**{k: v for k in set_ if (v := getattr(self, k)) is not None},
                 **self.options}
 
     def load(self, **extra: Any) -> Backend:
-        """Build the backend; ``extra`` adds constructor options (e.g. ``seed``) for backends that take them."""
+        """Build the backend; ``extra`` adds constructor options (e.g. ``seed``) for backends that take them.
+
+        With ``replicas`` > 0 the backend is loaded in that many Ray actors (on the cluster this
+        process is connected to, or a local one) behind one ``RayBackend``.
+        """
         from mcts_agent.llm import load_backend
+
+        if self.replicas:
+            from dataclasses import replace
+
+            from mcts_agent.llm.ray_backend import RayBackend
+
+            return RayBackend(replace(self, replicas=0), self.replicas, resources=self.replica_resources,
+                              load_options=extra)
 
         extra = {k: v for k, v in extra.items() if not (k == "seed" and self.backend == "openai")}
         return load_backend(self.backend, self.model, **self.kwargs(), **extra)

@@ -114,6 +114,8 @@ class Planner:
         queue = list(enumerate(tasks))[::-1]
         live: list[SearchState] = []
         start = time.perf_counter()
+        if self.critic is not None:  # a critic that steps the env (rollouts) steps it where the planner does
+            self.critic.use_executor(self.executor)
         try:
             while queue or live:
                 while queue and len(live) < self.config.max_trees_in_flight:
@@ -128,6 +130,8 @@ class Planner:
                 live = still
         finally:
             self.stats.wall_seconds += time.perf_counter() - start
+            if self.critic is not None:
+                self.critic.use_executor(None)
             if self._own_executor:
                 self.executor.close()
 
