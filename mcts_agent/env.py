@@ -125,6 +125,12 @@ class SearchEnv(Protocol):
         action_stop: the stop strings that end one action.
         keep_stop: whether the stop string that ended an action is part of it
             (e.g. a closing ``</tool_call>`` tag).
+
+    Optional hook: an env with ``transition_batch(items: list[tuple[EnvState, str]]) ->
+    list[Transition]`` (results in input order) gets each round's plain one-step transitions
+    in ONE call instead of one executor item each (e.g. ``ImaginedEnv``, whose world model
+    predicts a whole round's observations in one batched model call). Actions cut by the
+    token cap never reach it; rounds that replay whole solutions use the executor as usual.
     """
 
     reward_mode: RewardMode

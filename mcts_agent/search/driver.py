@@ -185,7 +185,16 @@ class Planner:
                 jobs.extend((_transition, (c.parent.state, c.action, self.env.turn_based and c.cut)) for c in cands)
             deadlines.extend([st.deadline] * len(plans[-1]))
         t0 = time.perf_counter()
-        stepped = self.executor.map(_run_job, self.env, jobs, deadlines) if jobs else []
+        batch = getattr(self.env, "transition_batch", None)
+        if batch is not None and jobs and all(fn is _transition for fn, _ in jobs):
+            # The env steps a round's plain steps in ONE call (a world model predicts them together);
+            # cut actions never reach it, as below. Deadlines do not apply inside that one call.
+            stepped = [_transition(self.env, job) if job[2] else None for _, job in jobs]
+            plain = [i for i, (_, job) in enumerate(jobs) if not job[2]]
+            for i, res in zip(plain, batch([jobs[i][1][:2] for i in plain]) if plain else []):
+                stepped[i] = res
+        else:
+            stepped = self.executor.map(_run_job, self.env, jobs, deadlines) if jobs else []
         self.stats.env_seconds += time.perf_counter() - t0
         self.stats.env_steps += len(jobs)
         produced: list[list[Node]] = []
