@@ -8,6 +8,9 @@ through ``backend.generate`` and times them. Side by side, in one process:
 * ``outside_fraction`` share of search wall time outside policy and critic calls (target < 5%)
 * ``prefix_sharing_speedup`` the raw replay with every prompt prefilled whole ÷ with the
   batch's common prompt prefix run once (transformers backend only, prefix cache off)
+* ``engine_*``         backends with a prefix cache of their own (vLLM): prompt tokens the
+  engine found cached during the search, as a share of all prompt tokens and of the tree's
+  theoretical maximum
 * ``prefix_cache_*``     the cross-call prefix cache (transformers ``prefix_cache_gb``) during
   the search: reused prompt tokens as a share of the tree's theoretical maximum (for each
   prompt, the longest prefix shared with any earlier prompt or sequence; target >= 0.8),
@@ -44,11 +47,14 @@ class Recording(Backend):
         self.inner = inner
         self.name = inner.name
         self.batches: list[list[GenerationRequest]] = []
+        self.outputs: list[list[list[Completion]]] = []
         self.supports_fused_eval = inner.supports_fused_eval
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[list[Completion]]:
         self.batches.append(list(requests))
-        return self.inner.generate(requests)
+        out = self.inner.generate(requests)
+        self.outputs.append(out)
+        return out
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> list[float]:
         return self.inner.score(prompts, continuations)
@@ -67,6 +73,34 @@ def replay(backend: Backend, batches: list[list[GenerationRequest]]) -> tuple[in
         plain = [replace(r, evaluate=None) for r in batch]
         tokens += sum(len(c.token_ids) for comps in backend.generate(plain) for c in comps)
     return tokens, time.perf_counter() - t0
+
+
+def engine_prefix_figures(backend: Backend, rec: Recording, cached_before: float) -> dict:
+    """The engine's own prefix cache during the search (vLLM: ``num_cached_tokens`` of each
+    prompt) against the tree's theoretical maximum: for each prompt, in the order sent, its
+    longest token prefix shared with an earlier prompt or prompt + completion (no block
+    rounding, no eviction)."""
+    from mcts_agent.llm.kv_radix import KVRadixTree
+
+    encode = getattr(backend, "_prompt_ids", None)
+    if encode is None or "cached_prompt_tokens" not in backend.stats.extra:
+        return {}
+    seen = KVRadixTree(0, 0, store=False)
+    prompt_tokens = reusable = 0
+    for batch, outs in zip(rec.batches, rec.outputs):
+        ids = [encode(r.prompt) for r in batch]
+        for p in ids:
+            prompt_tokens += len(p)
+            reusable += seen.match(p, len(p) - 1)[0]
+            seen.insert(p)
+        for p, comps in zip(ids, outs):
+            for c in comps:
+                seen.insert(list(p) + list(c.token_ids))
+    cached = backend.stats.extra["cached_prompt_tokens"] - cached_before
+    return {"engine_cached_prompt_tokens": int(cached), "engine_prompt_tokens": prompt_tokens,
+            "engine_max_reusable_tokens": reusable,
+            "engine_prefix_hit_rate": round(cached / prompt_tokens, 4) if prompt_tokens else 0.0,
+            "engine_reuse_of_max": round(cached / reusable, 4) if reusable else 1.0}
 
 
 def parse_row(spec: str) -> tuple[str, str | None, bool]:
@@ -88,6 +122,7 @@ def measure(backend: Backend, tasks, env, row: str, args: argparse.Namespace) ->
     cfg = SearchConfig(simulations=args.simulations, branching=args.branching, max_step_tokens=args.max_step_tokens,
                        max_trees_in_flight=len(tasks), seed=args.seed, fused_eval=fused)
     fused_before = backend.stats.extra.get("fused_eval_seconds", 0.0)
+    engine_cached_before = backend.stats.extra.get("cached_prompt_tokens", 0.0)
     cache_gb = getattr(backend, "prefix_cache_gb", 0.0)
     if cache_gb:
         backend.set_prefix_cache(cache_gb)  # type: ignore[attr-defined] # each search starts with an empty cache
@@ -97,6 +132,7 @@ def measure(backend: Backend, tasks, env, row: str, args: argparse.Namespace) ->
     fused_seconds = backend.stats.extra.get("fused_eval_seconds", 0.0) - fused_before
     search_tps = s.generated_tokens / s.wall_seconds
     row_extra: dict = prefix_cache_figures(backend) if cache_gb else {}
+    row_extra.update(engine_prefix_figures(backend, rec, engine_cached_before))
     # Replay the very same batches directly (same prompts, n, seeds, stop strings).
     if cache_gb:
         backend.set_prefix_cache(cache_gb)  # type: ignore[attr-defined]
@@ -180,6 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
                     ["critic", "prefix_cache_reuse_of_max", "prefix_cache_reused_tokens",
                      "prefix_cache_max_reusable_tokens", "prefix_cache_prompt_tokens", "prefix_cache_peak_mb",
                      "prefix_cache_bound_mb", "raw_tok_s", "raw_tok_s_cache_off", "prefix_cache_speedup"])
+    if any("engine_prefix_hit_rate" in r for r in rows):
+        print_table("The engine's own prefix cache during the search (vLLM num_cached_tokens)", rows,
+                    ["critic", "engine_cached_prompt_tokens", "engine_prompt_tokens", "engine_max_reusable_tokens",
+                     "engine_prefix_hit_rate", "engine_reuse_of_max"])
     return write_result(args.out, "search_efficiency", vars(args), rows, load_average_at_start=[round(x, 2) for x in load],
                         targets={"ratio": ">= 0.8", "outside_fraction": "< 0.05", "prefix_cache_reuse_of_max": ">= 0.8"})
 

@@ -203,3 +203,26 @@ def test_option_validation_and_stock_cache(embedded_backend, cache_gb, monkeypat
     monkeypatch.setattr(embedded_backend, "use_buffer", False)
     cache_gb(1.0)
     assert embedded_backend.prefix_cache is None  # no KV buffer (sliding-window models): off
+
+
+def test_engine_prefix_figures_count_against_the_trees_maximum() -> None:
+    """``search_efficiency`` reports an engine's own cache hits (vLLM's num_cached_tokens) against
+    the longest earlier prompt or prompt + completion each prompt extends."""
+    from mcts_agent.benchmarks.search_efficiency import Recording, engine_prefix_figures
+    from mcts_agent.llm.scripted import ScriptedBackend
+
+    class Engine(ScriptedBackend):
+        def _prompt_ids(self, prompt: str) -> list[int]:
+            return [ord(c) for c in prompt]
+
+    engine = Engine(lambda prompt, i: "xy")
+    rec = Recording(engine)
+    assert engine_prefix_figures(engine, rec, 0.0) == {}  # no engine cache statistics: nothing to report
+    engine.stats.extra["cached_prompt_tokens"] = 0.0
+    rec.generate([GenerationRequest("abcd", max_tokens=4), GenerationRequest("abce", max_tokens=4)])
+    rec.generate([GenerationRequest("abcdxyz", max_tokens=4)])  # extends "abcd" + its completion "xy"
+    engine.stats.extra["cached_prompt_tokens"] = 7.0  # what the engine says it found
+    got = engine_prefix_figures(engine, rec, 1.0)
+    # reusable: "abcd" 0, "abce" 3 ("abc"), "abcdxyz" 6 ("abcdxy", its last token always runs)
+    assert got == {"engine_cached_prompt_tokens": 6, "engine_prompt_tokens": 15, "engine_max_reusable_tokens": 9,
+                   "engine_prefix_hit_rate": round(6 / 15, 4), "engine_reuse_of_max": round(6 / 9, 4)}
