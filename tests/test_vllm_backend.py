@@ -96,6 +96,22 @@ def test_score_agrees_with_generate_logprobs(backend) -> None:  # type: ignore[n
         backend.score([prompt], [])
 
 
+def test_next_token_logprobs_read_candidates_off_one_cached_request(backend) -> None:  # type: ignore[no-untyped-def]
+    shared = chat(backend, "Is 2 + 2 = 4? Think about the planets of the solar system first. " * 6)
+    prompts = [shared + "Answer:", shared + "Reply with Yes or No:", "Paris is in France. True? Answer:"]
+    calls = backend.stats.score_calls
+    rows = backend.next_token_logprobs(prompts, [" Yes", " No"])
+    assert backend.stats.score_calls == calls + 1  # one engine call for every prompt and candidate
+    pairs = backend.score([p for p in prompts for _ in range(2)], [" Yes", " No"] * 3)
+    assert [v for row in rows for v in row] == pytest.approx(pairs, abs=2e-3)  # the same log-probabilities
+    assert all(v < 0 for row in rows for v in row)
+    before = backend.stats.extra.get("scored_cached_prompt_tokens", 0)
+    assert backend.next_token_logprobs(prompts[:2], [" Yes", " No"]) == [pytest.approx(r, abs=2e-3) for r in rows[:2]]
+    assert backend.stats.extra["scored_cached_prompt_tokens"] - before >= 2 * 64  # read from the prefix cache
+    assert backend.next_token_logprobs(prompts[:1], [" Yes please", " No"]) == \
+        [pytest.approx(backend.score(prompts[:1] * 2, [" Yes please", " No"]), abs=1e-6)]  # several tokens: score
+
+
 def test_prompt_too_long_is_caught_before_sending(backend) -> None:  # type: ignore[no-untyped-def]
     calls = backend.stats.calls
     with pytest.raises(PromptTooLongError, match=f"context of {MAX_MODEL_LEN} tokens"):

@@ -193,6 +193,39 @@ class VLLMBackend(Backend):
         self.stats.score_calls += 1
         return scores
 
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+        """Each single-token candidate's log-probability right after each prompt: one request per
+        prompt (``max_tokens=1``, vLLM's ``logprob_token_ids``), so the engine's prefix cache serves
+        the prompt (a critic prompt extending a policy prompt + step prefills only the rest). Raw
+        log-softmax, as ``score`` sums. Candidates of several tokens fall back to ``score`` pairs."""
+        self._check_open()
+        ids = [self.tokenizer.encode(c, add_special_tokens=False) for c in candidates]
+        if not prompts or not ids or any(len(i) != 1 for i in ids) or len(ids) > 128:  # vLLM's bound on the list
+            return super().next_token_logprobs(prompts, candidates)
+        wanted = [i[0] for i in ids]
+        reqs = []
+        for i, p in enumerate(prompts):
+            p_ids = self._prompt_ids(p)
+            if not p_ids:
+                raise ConfigError(f"next_token_logprobs(): prompt {i} is empty; expected at least one token")
+            if len(p_ids) + 1 > self.max_model_len:
+                raise PromptTooLongError(f"next_token_logprobs(): prompt {i} has {len(p_ids)} tokens; "
+                                         f"the model's context is {self.max_model_len}")
+            reqs.append({"prompt_token_ids": p_ids})
+        params = self._SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=sorted(set(wanted)),
+                                      detokenize=False)
+        start = time.perf_counter()
+        outs = self._run(reqs, params)
+        self.stats.seconds += time.perf_counter() - start
+        self.stats.score_calls += 1
+        rows = []
+        for o in outs:
+            step = o.outputs[0].logprobs[0]
+            rows.append([float(step[t].logprob) for t in wanted])
+            cached = getattr(o, "num_cached_tokens", None) or 0
+            self.stats.extra["scored_cached_prompt_tokens"] = self.stats.extra.get("scored_cached_prompt_tokens", 0) + cached
+        return rows
+
     def format_chat(self, messages: Sequence[dict[str, str]], tools: Sequence[dict[str, Any]] | None = None) -> str:
         return render_chat(self.tokenizer, messages, tools)
 
