@@ -86,16 +86,16 @@ def engine_prefix_figures(backend: Backend, rec: Recording, cached_before: float
     if encode is None or "cached_prompt_tokens" not in backend.stats.extra:
         return {}
     seen = KVRadixTree(0, 0, store=False)
-    prompt_tokens = reusable = 0
+    prompt_tokens = 0
     for batch, outs in zip(rec.batches, rec.outputs):
         ids = [encode(r.prompt) for r in batch]
         for p in ids:
             prompt_tokens += len(p)
-            reusable += seen.match(p, len(p) - 1)[0]
-            seen.insert(p)
+            seen.observe(p, len(p) - 1)
         for p, comps in zip(ids, outs):
             for c in comps:
                 seen.insert(list(p) + list(c.token_ids))
+    reusable = seen.stats.max_reusable_tokens
     cached = backend.stats.extra["cached_prompt_tokens"] - cached_before
     return {"engine_cached_prompt_tokens": int(cached), "engine_prompt_tokens": prompt_tokens,
             "engine_max_reusable_tokens": reusable,

@@ -28,7 +28,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from mcts_agent.benchmarks.common import print_table, write_result
 from mcts_agent.env import Task
@@ -150,21 +150,27 @@ def branch_part(a: argparse.Namespace) -> list[dict[str, Any]]:
                              "replayed_per_branch": (pool.stats.replayed - r0) / a.repeats})
             with ReplayPool(make, MiniWoBPage.reset, MiniWoBPage.step, capacity=2, close=MiniWoBPage.close,
                             fingerprint=fingerprint) as pool:
-                history = prefix
-                pool.step(key, history[:-1], history[-1]) if history else pool.start(key)
-                times, r0 = [], pool.stats.replayed
-                for i in range(a.repeats):  # each branch is a child of the node just expanded
-                    act = f'type(2, "child {i}")'
-                    t0 = time.perf_counter()
-                    pool.step(key, history, act)
-                    times.append(time.perf_counter() - t0)
-                    history += (act,)
-                rows.append({"method": "pool hit (child continues)", "depth": depth,
-                             "seconds_per_branch": statistics.median(times),
-                             "replayed_per_branch": (pool.stats.replayed - r0) / a.repeats})
+                rows.append(pool_hit_row(pool, key, prefix, lambda i: f'type(2, "child {i}")', a.repeats, depth))
     for r in rows:
         r["seconds_per_branch"] = round(r["seconds_per_branch"], 4)
     return rows
+
+
+def pool_hit_row(pool: Any, key: Any, prefix: tuple[str, ...], child: Callable[[int], str], repeats: int,
+                 depth: int) -> dict[str, Any]:
+    """Seconds per branch when each branch is a child of the node just expanded, so the pool
+    continues in its parent's instance: ``child(i)`` is the i-th branch's action."""
+    history = tuple(prefix)
+    pool.step(key, history[:-1], history[-1]) if history else pool.start(key)
+    times, r0 = [], pool.stats.replayed
+    for i in range(repeats):
+        act = child(i)
+        t0 = time.perf_counter()
+        pool.step(key, history, act)
+        times.append(time.perf_counter() - t0)
+        history += (act,)
+    return {"method": "pool hit (child continues)", "depth": depth, "seconds_per_branch": statistics.median(times),
+            "replayed_per_branch": (pool.stats.replayed - r0) / repeats}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -103,6 +103,7 @@ def throughput_part(a: argparse.Namespace, run: Callable[..., dict[str, Any]]) -
 
 def branch_part(a: argparse.Namespace) -> list[dict[str, Any]]:
     from mcts_agent.envs.text.scienceworld_jvm import Simulator, fingerprint
+    from mcts_agent.benchmarks.web_agents import pool_hit_row
     from mcts_agent.replay import ReplayPool
 
     with Simulator() as sim:
@@ -136,18 +137,8 @@ def branch_part(a: argparse.Namespace) -> list[dict[str, Any]]:
                          "replayed_per_branch": (pool.stats.replayed - r0) / len(times[1::2])})
         with ReplayPool(Simulator, Simulator.reset, Simulator.step, capacity=2, close=Simulator.close,
                         fingerprint=fingerprint) as pool:
-            history = prefix
-            pool.step(BRANCH_KEY, history[:-1], history[-1])
-            times, r0 = [], pool.stats.replayed
-            for i in range(a.repeats):  # each branch is a child of the node just expanded
-                act = "look around" if i % 2 else "inventory"
-                t0 = time.perf_counter()
-                pool.step(BRANCH_KEY, history, act)
-                times.append(time.perf_counter() - t0)
-                history += (act,)
-            rows.append({"method": "pool hit (child continues)", "depth": depth,
-                         "seconds_per_branch": statistics.median(times),
-                         "replayed_per_branch": (pool.stats.replayed - r0) / a.repeats})
+            rows.append(pool_hit_row(pool, BRANCH_KEY, prefix, lambda i: "look around" if i % 2 else "inventory",
+                                     a.repeats, depth))
     for r in rows:
         r["seconds_per_branch"] = round(r["seconds_per_branch"], 4)
     return rows

@@ -168,7 +168,7 @@ class ScienceWorldEnv(AgentEnv):
         """(task name, variation) pairs: the first ``variations`` of ``split`` per task, or the listed indices."""
         out = []
         for name in self._names:
-            allowed = self._with_sim(lambda sim: split_variations(sim, name, self.split))
+            allowed = self.pool.use(lambda sim: split_variations(sim, name, self.split))
             if isinstance(self._variations, int):
                 out += [(name, v) for v in allowed[:self._variations]]
             else:
@@ -179,10 +179,6 @@ class ScienceWorldEnv(AgentEnv):
                 out += [(name, v) for v in self._variations]
         return out
 
-    def _with_sim(self, fn: Callable[[Simulator], Any]) -> Any:
-        """``fn`` on an idle pool instance (its replay state is dropped: its next step resets it)."""
-        return self.pool.use(fn)
-
     def make_task(self, name: str, variation: int) -> Task:
         """The task of ScienceWorld task ``name`` at ``variation``: its description and first look around."""
         key = (check_task_name(name), int(variation))
@@ -191,7 +187,7 @@ class ScienceWorldEnv(AgentEnv):
             first = sim.reset(key)
             return self._step_result(sim, first), sim.description(key)
 
-        first, desc = self._with_sim(read)
+        first, desc = self.pool.use(read)
         question = f"{desc}\n\n{self._shown(first)}"
         return Task(id=f"scienceworld-{name}-{variation}", question=question,
                     answer="task completed", meta={"task": name, "variation": int(variation), "hash": first.hash})
@@ -206,7 +202,7 @@ class ScienceWorldEnv(AgentEnv):
     def gold_actions(self, task: Task) -> list[str]:
         """The package's gold action sequence for ``task`` (for scripted oracles; never shown to the policy)."""
         key = self.key(task)
-        return self._with_sim(lambda sim: sim.gold_actions(key))
+        return self.pool.use(lambda sim: sim.gold_actions(key))
 
     def _step(self, sim: Simulator, action: str) -> SimResult:
         return self._step_result(sim, sim.step(action))

@@ -105,10 +105,11 @@ class KVRadixTree:
 
     def observe(self, ids: Sequence[int], limit: int | None = None) -> int:
         """The theoretical reuse of a prompt: its longest prefix (at most ``limit``) shared with
-        any prompt or sequence seen before, ignoring the bound; then remember it as seen."""
-        assert self._seen is not None
-        n = self._seen.match(ids, limit)[0]
-        self._seen.insert(ids)
+        any prompt or sequence seen before, ignoring the bound; then remember it as seen. A
+        payload-free tree (``store=False``) is its own record of what was seen."""
+        seen = self._seen if self._seen is not None else self
+        n = seen.match(ids, limit)[0]
+        seen.insert(ids)
         self.stats.max_reusable_tokens += n
         return n
 

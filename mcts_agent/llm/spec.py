@@ -25,7 +25,7 @@ class BackendSpec:
                 "prompt + step instead of prefilling it again (0: off; default 1.0)."})
     options: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "Further constructor options of the backend (vllm: max_model_len, gpu_memory_utilization; "
-                "transformers: dtype, kv_cache_gb, share_prefix, prefix_cache_gb; openai: api_key, timeout)."})
+                "transformers: dtype, kv_cache_gb, share_prefix; openai: api_key, timeout)."})
     replicas: int = field(default=0, metadata={
         "help": "Serve the model from N Ray actors, one replica each, on the --ray cluster (0: load it in this process)."})
     replica_resources: str = field(default="CPU=1", metadata={

@@ -189,10 +189,9 @@ class Planner:
         if batch is not None and jobs and all(fn is _transition for fn, _ in jobs):
             # The env steps a round's plain steps in ONE call (a world model predicts them together);
             # cut actions never reach it, as below. Deadlines do not apply inside that one call.
-            stepped = [_transition(self.env, job) if job[2] else None for _, job in jobs]
-            plain = [i for i, (_, job) in enumerate(jobs) if not job[2]]
-            for i, res in zip(plain, batch([jobs[i][1][:2] for i in plain]) if plain else []):
-                stepped[i] = res
+            plain = [job[:2] for _, job in jobs if not job[2]]
+            results = iter(batch(plain) if plain else ())
+            stepped = [_transition(self.env, job) if job[2] else next(results) for _, job in jobs]
         else:
             stepped = self.executor.map(_run_job, self.env, jobs, deadlines) if jobs else []
         self.stats.env_seconds += time.perf_counter() - t0
