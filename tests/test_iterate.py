@@ -29,9 +29,10 @@ TINY = {
 }
 
 
-def _run(cfg_path: Path, inside: Path | None = None) -> subprocess.CompletedProcess | None:
-    """Run the config; with ``inside`` (a phase's log file), kill -9 once that file has a line
-    and the phase is not done yet: in the middle of the phase's work."""
+def _run(cfg_path: Path, inside: Path | None = None) -> subprocess.CompletedProcess | int:
+    """Run the config; with ``inside`` (a phase's log file), kill -9 its whole process group once
+    that file has a line and the phase is not done yet (in the middle of the phase's work) and
+    return the group's id."""
     cmd = [sys.executable, "-m", "mcts_agent.cli.main", "--quiet", "iterate", "--config", str(cfg_path)]
     if inside is None:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
@@ -43,7 +44,7 @@ def _run(cfg_path: Path, inside: Path | None = None) -> subprocess.CompletedProc
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    return None
+    return proc.pid
 
 
 def _strip(result: dict) -> dict:
@@ -56,8 +57,8 @@ def _strip(result: dict) -> dict:
     return result
 
 
-def _answers(root: Path) -> dict[str, str]:
-    lines = (root / "iter_1" / "eval" / "greedy" / "results.jsonl").read_text().splitlines()
+def _answers(root: Path, algo: str = "greedy") -> dict[str, str]:
+    lines = (root / "iter_1" / "eval" / algo / "results.jsonl").read_text().splitlines()
     return {json.loads(x)["task_id"]: json.loads(x)["answer"] for x in lines}
 
 

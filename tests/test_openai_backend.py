@@ -320,6 +320,20 @@ def test_serve_score_matches_generate(served: OpenAIBackend) -> None:
 
 @pytest.mark.vllm
 @pytest.mark.model
+def test_serve_next_token_reads_match_echo_scores(served: OpenAIBackend) -> None:
+    """Critic reads (vLLM's logprob_token_ids on a one-token completion) equal echo scoring."""
+    from mcts_agent.llm.types import Backend
+
+    prompts = ["Is the sky blue? Answer:", "Is 2 + 2 = 5? Answer:"]
+    rows = served.next_token_logprobs(prompts, [" Yes", " No"])
+    assert served._label_reads is True  # the extension was used, not the fallback
+    echo = Backend.next_token_logprobs(served, prompts, [" Yes", " No"])
+    for got, want in zip(rows, echo):
+        assert got == pytest.approx(want, abs=2e-3)
+
+
+@pytest.mark.vllm
+@pytest.mark.model
 def test_serve_errors(served: OpenAIBackend, vllm_server: str) -> None:
     with pytest.raises(PromptTooLongError):
         served.generate([GenerationRequest("word " * 1500, max_tokens=8)])
@@ -327,3 +341,28 @@ def test_serve_errors(served: OpenAIBackend, vllm_server: str) -> None:
     with pytest.raises(ServerError, match="HTTP 404.*no-such-model"):
         wrong.generate([GenerationRequest("hi", max_tokens=2)])
     assert wrong.stats.extra["http_attempts"] == 1
+
+
+def test_lora_adapter_hand_off(fake: FakeServer) -> None:
+    """The base model is the listed model without a parent; an adapter already loaded under the
+    same name (a run killed mid-phase) is replaced; a server without the endpoint is explained."""
+    listed = [{"id": "run-iter1", "parent": "/models/base"}, {"id": "/models/base", "parent": None}]
+
+    def handler(method: str, path: str, body: Any, i: int) -> Reply:
+        if path == "/v1/models":
+            return 200, {"data": listed}
+        if path == "/v1/load_lora_adapter" and body["lora_path"] == "/nowhere":
+            return 404, {"detail": "Not Found"}
+        return 200, {"ok": True}
+
+    fake.handler = handler
+    b = OpenAIBackend(base_url=fake.url, max_retries=0)
+    b.use_base_model()
+    assert b.model == "/models/base"
+    b.load_adapter("run-iter1", "/runs/iter_1/train/served_adapter")
+    posts = [(p, body) for m, p, body in fake.requests if m == "POST"]
+    assert posts == [("/v1/unload_lora_adapter", {"lora_name": "run-iter1"}),
+                     ("/v1/load_lora_adapter", {"lora_name": "run-iter1", "lora_path": "/runs/iter_1/train/served_adapter"})]
+    assert b.model == "run-iter1"
+    with pytest.raises(ServerError, match="did not load LoRA adapter '/nowhere' as 'x'.*VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"):
+        b.load_adapter("x", "/nowhere")

@@ -61,8 +61,8 @@ def test_the_state_is_the_patch_and_branches_are_independent(env: SWEEnv, tasks:
     root = env.snapshot()
     assert root.payload == {"patch": ""}
     path = [b for b in task_instance(tasks[0]).patch.split() if b.startswith("a/")][0][2:]
-    a, *_ = env.transition(root, f'create("notes_a.txt", "A\\n")')
-    b, *_ = env.transition(root, f'create("notes_b.txt", "B\\n")')
+    a, *_ = env.transition(root, 'create("notes_a.txt", "A\\n")')
+    b, *_ = env.transition(root, 'create("notes_b.txt", "B\\n")')
     assert "notes_a.txt" in a.payload["patch"] and "notes_b.txt" not in a.payload["patch"]
     assert "notes_b.txt" in b.payload["patch"] and "notes_a.txt" not in b.payload["patch"]
     assert root.payload == {"patch": ""}

@@ -73,8 +73,8 @@ def _patches(env: SWEEnv) -> list[tuple[str, str, str]]:
         file = gold.split("\n", 1)[0].split(" b/")[-1]
         syntax_error = gold + (f"diff --git a/{file}x b/{file}x\nnew file mode 100644\n--- /dev/null\n+++ b/{file}x\n"
                                f"@@ -0,0 +1 @@\n+x\n")
-        broken_import = (f"diff --git a/conftest.py b/conftest.py\nnew file mode 100644\n--- /dev/null\n"
-                         f"+++ b/conftest.py\n@@ -0,0 +1 @@\n+raise ImportError('broken on purpose')\n")
+        broken_import = ("diff --git a/conftest.py b/conftest.py\nnew file mode 100644\n--- /dev/null\n"
+                         "+++ b/conftest.py\n@@ -0,0 +1 @@\n+raise ImportError('broken on purpose')\n")
         unappliable = "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -1 +1 @@\n-x\n+y\n"
         out += [(task.id, "gold", gold), (task.id, "empty", ""), (task.id, "other", other),
                 (task.id, "gold+conftest error" if i % 2 else "gold+new file", broken_import if i % 2 else syntax_error),

@@ -7,7 +7,8 @@ Each iteration k writes ``out_dir/iter_<k>/`` with one folder per phase:
               pairs (method dpo) or correct solution paths (method sft, the STaR baseline)
     critic/   with critic_train set: critic/ (the trained critic of iteration k), train_result.json
               (losses, label statistics, held-out AUC beside the search critics' own)
-    train/    adapter/, merged/ (the policy of iteration k), train_result.json
+    train/    adapter/, merged/ (the policy of iteration k), train_result.json; with an OpenAI-compatible
+              policy backend also served_adapter/ (policy k as one LoRA adapter on the base model)
     eval/     <algo>/ runs on the held-out split with the new policy
     monitors.json
 
@@ -19,6 +20,7 @@ which it redoes from scratch, so it ends with the same result as an uninterrupte
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import shutil
@@ -94,22 +96,50 @@ class IterateRun:
         from mcts_agent.runner import run_tasks
 
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="outcome")
-        with self._backends("backend", self.policy(k - 1)) as (backend, critic_backend):
+        with self._backends("backend", k - 1) as (backend, critic_backend):
             critic = make_critic(self.cfg.resolve_critic(self.cfg.critic, self.trained_critic(k - 1)), critic_backend, env)
             s = run_tasks(self.tasks("train"), env, backend, self.cfg.search_config(), folder, critic, env_id=self.cfg.env)
             tokens = backend.stats.generated_tokens
         return {"accuracy": s.accuracy, "tasks": s.tasks, "generated_tokens": tokens}
 
     @contextlib.contextmanager
-    def _backends(self, name: str, policy: str | None) -> Iterator[tuple[Any, Any]]:
-        """(policy backend, critic backend) for one phase; both are closed when it ends, so
-        no engine, server connection or memory crosses into the next phase."""
-        spec = self.cfg.backend_spec(name, policy)
+    def _backends(self, name: str, k: int) -> Iterator[tuple[Any, Any]]:
+        """(policy backend serving policy k, critic backend) for one phase; both are closed when it
+        ends, so no engine, server connection, adapter or memory crosses into the next phase."""
+        spec = self.cfg.backend_spec(name, self.policy(k))
         critic_spec = self.cfg.backend_spec("critic_backend")
         with contextlib.ExitStack() as stack:
-            backend = stack.enter_context(spec.load(seed=self.cfg.seed))
+            if spec.backend == "openai":
+                backend = self._served_policy(spec, self.policy_iteration(k), stack)
+            else:
+                backend = stack.enter_context(spec.load(seed=self.cfg.seed))
             critic = stack.enter_context(critic_spec.load(seed=self.cfg.seed)) if critic_spec else backend
             yield backend, critic
+
+    def _served_policy(self, spec: Any, i: int, stack: contextlib.ExitStack) -> Any:
+        """An OpenAI-compatible server's base model (i = 0), or iteration i's policy handed to the
+        server as one LoRA adapter on it (loaded now, unloaded when the phase ends)."""
+        from dataclasses import replace
+
+        from mcts_agent.llm.model_store import resolve_model
+
+        # every iteration renders prompts with the policy's own chat template, not the server's name for it
+        spec = replace(spec, options={"tokenizer": resolve_model(self.cfg.model), **spec.options})
+        backend = stack.enter_context(spec.load())
+        if i == 0:
+            backend.use_base_model()
+            return backend
+        name = f"mcts-agent-{hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]}-iter{i}"
+        t0 = time.perf_counter()
+        backend.load_adapter(name, str(self.served_adapter(i).resolve()))
+        stack.callback(backend.unload_adapter, name)
+        self.progress(f"iteration {i}'s policy handed to {spec.base_url} as LoRA adapter {name} "
+                      f"in {time.perf_counter() - t0:.2f}s")
+        return backend
+
+    def served_adapter(self, i: int) -> Path:
+        """Iteration i's policy as one LoRA adapter on the base model (see lora_stack)."""
+        return self.root / f"iter_{i}" / "train" / "served_adapter"
 
     def pairs(self, k: int, folder: Path) -> dict[str, Any]:
         from mcts_agent import envs
@@ -167,6 +197,13 @@ class IterateRun:
         else:
             sft = SFTTrainConfig(**{"seed": self.cfg.seed, **self.cfg.sft, "output_dir": str(folder)})
             result = train_sft(self.policy(k - 1), ds, sft)
+        if self.cfg.serves_adapters():
+            from mcts_agent.llm.model_store import resolve_model
+            from mcts_agent.training.lora_stack import stack_adapters
+
+            before = self.policy_iteration(k - 1)
+            chain = ([self.served_adapter(before)] if before else []) + [result.adapter_dir]
+            stack_adapters(chain, self.served_adapter(k), base_model=resolve_model(self.cfg.model))
         return {"merged_dir": result.merged_dir, "initial_loss": result.initial_loss, "final_loss": result.final_loss,
                 "steps": result.steps, "examples": result.examples}
 
@@ -201,7 +238,7 @@ class IterateRun:
 
         env = envs.make(self.cfg.env, max_steps=self.cfg.max_steps, reward_mode="none")
         out: dict[str, Any] = {}
-        with self._backends("eval_backend", self.policy(k)) as (backend, critic_backend):
+        with self._backends("eval_backend", k) as (backend, critic_backend):
             for algo in self.cfg.eval_algos:
                 sc = self._where_search_runs(self.cfg.eval_config(algo))
                 spec = self.cfg.resolve_critic(self.cfg.eval_critic, self.trained_critic(k))
@@ -223,14 +260,18 @@ class IterateRun:
                 if k not in self.cfg.eval_search]
         return replace(sc, **{k: getattr(train, k) for k in keys})
 
-    def policy(self, k: int) -> str | None:
-        """The policy after iteration k (k = 0: the initial model; an iteration with no data keeps the last one)."""
-        if k == 0:
-            return self.cfg.model
+    def policy_iteration(self, k: int) -> int:
+        """The iteration whose training made the policy after iteration k (0: the initial model;
+        an iteration with no data keeps the last one)."""
         done = self.root / f"iter_{k}" / "train" / "DONE.json"
-        if done.exists() and json.loads(done.read_text()).get("skipped"):
-            return self.policy(k - 1)
-        return str(self.root / f"iter_{k}" / "train" / "merged")
+        if k > 0 and done.exists() and json.loads(done.read_text()).get("skipped"):
+            return self.policy_iteration(k - 1)
+        return k
+
+    def policy(self, k: int) -> str | None:
+        """The policy after iteration k: the initial model or a trained iteration's merged/ folder."""
+        i = self.policy_iteration(k)
+        return self.cfg.model if i == 0 else str(self.root / f"iter_{i}" / "train" / "merged")
 
     # ----- the loop -------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

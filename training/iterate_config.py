@@ -132,10 +132,10 @@ class IterateConfig:
         if value is None:
             return self.backend_spec("backend", model) if name == "eval_backend" else None
         self._check_nested(name, BackendSpec)
-        if name != "critic_backend" and value.get("backend") == "openai":
-            raise ConfigError(f"IterateConfig.{name}: backend 'openai' cannot serve each iteration's new policy yet "
-                              "(the loop does not hand a server new weights); use transformers or vllm, or "
-                              "openai as critic_backend")
+        if name != "critic_backend" and value.get("backend") == "openai" and self._trainer().get("full_finetune"):
+            raise ConfigError(f"IterateConfig.{name}: backend 'openai' is handed each iteration's policy as a LoRA "
+                              f"adapter, but {'dpo' if self.method == 'dpo' else 'sft'}.full_finetune trains no "
+                              "adapter; train with LoRA, or use transformers or vllm")
         if name != "critic_backend" and "model" in value:
             raise ConfigError(f"IterateConfig.{name} names a model; the policy's model is IterateConfig.model "
                               "(then each iteration's trained policy)")
@@ -143,9 +143,18 @@ class IterateConfig:
             spec = BackendSpec(**value)
         except ConfigError as e:
             raise ConfigError(f"IterateConfig.{name}: {e}") from None
-        if name != "critic_backend":
+        if name != "critic_backend" and spec.backend != "openai":  # a server is handed adapters instead
             spec.model = model
         return spec
+
+    def _trainer(self) -> dict[str, Any]:
+        """The fields of the policy's trainer: dpo, or sft for the sft and revision methods."""
+        return self.dpo if self.method == "dpo" else self.sft
+
+    def serves_adapters(self) -> bool:
+        """Whether a policy phase runs on an OpenAI-compatible server, which is handed LoRA adapters."""
+        return any(s is not None and s.backend == "openai"
+                   for s in (self.backend_spec("backend"), self.backend_spec("eval_backend")))
 
     def resolve_critic(self, spec: str, trained: str | None) -> str:
         """``spec`` with its 'trained' members replaced by ``KIND:trained`` (the critic directory),

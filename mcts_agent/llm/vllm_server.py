@@ -20,7 +20,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 from mcts_agent.errors import BackendError
 
@@ -53,8 +53,9 @@ def healthy(url: str) -> bool:
 
 @contextmanager
 def serve(model_dir: str, *, log_path: Path, timeout: float = 900.0, port: int | None = None,
-          extra_args: Sequence[str] = ()) -> Iterator[Server]:
-    """Serve ``model_dir`` (fp32, seed 0) until the block ends.
+          extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    """Serve ``model_dir`` (fp32, seed 0) until the block ends; ``env`` adds environment variables
+    (e.g. ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` beside ``--enable-lora``).
 
     Raises BackendError, with the tail of the server log, when the server exits early or is
     not healthy within ``timeout`` seconds.
@@ -65,7 +66,8 @@ def serve(model_dir: str, *, log_path: Path, timeout: float = 900.0, port: int |
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     start = time.monotonic()
     try:
