@@ -74,15 +74,19 @@ def test_iterate_on_vllm_serves_each_new_policy_and_resumes_after_kill_9(tmp_pat
     cfg = IterateConfig(**{**TINY, "out_dir": str(root), "iterations": 2, "eval_tasks": 2, "eval_algos": ["mcts"],
                            "eval_search": {"simulations": 2, "branching": 2, "max_step_tokens": 24},
                            "backend": {"backend": "vllm", "options": {"max_model_len": 1024}}})
+    def children() -> dict[int, str]:
+        return {c.pid: " ".join(c.cmdline()) for c in psutil.Process().children(recursive=True)
+                if c.is_running() and c.status() != psutil.STATUS_ZOMBIE}
+
+    before = children()  # what earlier tests of the session started (servers, clusters)
     result = run_iterate(cfg)
     merged = str(root / "iter_1" / "train" / "merged")
     assert result["history"][1]["train"]["steps"] == TINY["dpo"]["max_steps"], result["history"][1]
     # eval 0 and search 1 on the initial model; eval 1 and search 2 on iteration 1's policy; eval 2 on the latest
     assert loaded[:4] == [loaded[0], loaded[0], merged, merged] and len(loaded) == 5, loaded
-    left = [" ".join(c.cmdline()) for c in psutil.Process().children(recursive=True)
-            if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     # every phase's engine core and workers are gone (multiprocessing's resource tracker lives on by design)
-    assert not [c for c in left if "resource_tracker" not in c], left
+    left = {pid: cmd for pid, cmd in children().items() if pid not in before and "resource_tracker" not in cmd}
+    assert not left, left
 
     def logprobs(run: Path, k: int, phase: str) -> dict[str, list[float]]:
         trees = load_trees(run / f"iter_{k}" / phase / "trees.jsonl")
