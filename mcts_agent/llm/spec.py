@@ -50,9 +50,6 @@ class BackendSpec:
                 raise ConfigError(f"--prefix-cache-gb must be a number >= 0 (0: off), got {self.prefix_cache_gb!r}")
         if not isinstance(self.replicas, int) or isinstance(self.replicas, bool) or self.replicas < 0:
             raise ConfigError(f"--replicas must be an integer >= 0, got {self.replicas!r}")
-        if self.replicas and self.backend == "openai":
-            raise ConfigError("--replicas does not apply to --backend openai: the server is already its own "
-                              "process; scale the server (or run several behind one URL) instead")
         from mcts_agent.ray_executor import check_resources
 
         check_resources(self.replica_resources, "--replica-resources")
