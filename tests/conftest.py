@@ -28,3 +28,28 @@ def embedded_backend() -> Iterator["TransformersBackend"]:  # noqa: F821 - impor
         pytest.skip(f"embedded model unavailable: {e}")
     yield backend
     backend.close()
+
+
+def serve_embedded(tmp_path_factory: pytest.TempPathFactory, name: str, extra_args: tuple[str, ...],
+                   env: dict[str, str] | None = None) -> Iterator[str]:
+    """A real ``vllm serve`` of the embedded model on 127.0.0.1 until the generator is closed; its
+    OpenAI base URL (skips where vLLM is not usable). For session or module fixtures."""
+    import sys
+
+    from mcts_agent.errors import BackendError
+    from mcts_agent.llm.model_store import resolve_model
+    from mcts_agent.llm.vllm_backend import import_vllm
+    from mcts_agent.llm.vllm_server import serve
+
+    try:
+        import_vllm()
+    except BackendError as e:
+        pytest.skip(f"vLLM is not usable: {e}")
+    log_path = tmp_path_factory.mktemp(name) / "server.log"
+    timeout = float(os.environ.get("MCTS_VLLM_SERVE_TIMEOUT", "600"))
+    try:
+        with serve(resolve_model(None), log_path=log_path, timeout=timeout, extra_args=extra_args, env=env) as server:
+            print(f"\nvLLM server healthy after {server.start_seconds:.1f}s", file=sys.stderr)
+            yield server.base_url
+    except BackendError as e:
+        pytest.fail(str(e))

@@ -135,20 +135,10 @@ def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``vllm serve`` of the embedded model that takes LoRA adapters at run time, as
     docs/iterate.md starts it (rank 32: two stacked rank-16 iterations); its OpenAI base URL.
     Stopped when this module's tests end."""
-    from mcts_agent.errors import BackendError
-    from mcts_agent.llm.model_store import resolve_model
-    from mcts_agent.llm.vllm_backend import import_vllm
-    from mcts_agent.llm.vllm_server import serve
+    from tests.conftest import serve_embedded
 
-    try:
-        import_vllm()
-    except BackendError as e:
-        pytest.skip(f"vLLM is not usable: {e}")
-    log_path = tmp_path_factory.mktemp("vllm_lora_serve") / "server.log"
     lora = ("--enable-lora", "--max-lora-rank", "32", "--max-loras", "2", "--max-model-len", "1024")
-    with serve(resolve_model(None), log_path=log_path, timeout=600, extra_args=lora,
-               env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"}) as server:
-        yield server.base_url
+    yield from serve_embedded(tmp_path_factory, "vllm_lora_serve", lora, env={"VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True"})
 
 
 @pytest.mark.vllm

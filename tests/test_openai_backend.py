@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import socket
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +18,7 @@ import pytest
 from mcts_agent.errors import BackendError, PromptTooLongError, ServerError
 from mcts_agent.llm.openai_backend import OpenAIBackend
 from mcts_agent.llm.types import FinishReason, GenerationRequest
-from mcts_agent.llm.vllm_server import serve
+from tests.conftest import serve_embedded
 
 # --------------------------------------------------------------------------------------
 # A scripted server: each test sets ``handler`` to decide the reply to every request.
@@ -254,27 +252,9 @@ def test_score_without_echo_support_is_clear(fake: FakeServer) -> None:
 # A real OpenAI-compatible server: ``vllm serve`` on the embedded model.
 # --------------------------------------------------------------------------------------
 
-SERVER_START_TIMEOUT = float(os.environ.get("MCTS_VLLM_SERVE_TIMEOUT", "600"))
-
-
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from mcts_agent.llm.vllm_backend import import_vllm
-
-    try:
-        import_vllm()
-    except BackendError as e:
-        pytest.skip(f"vLLM is not usable: {e}")
-    from mcts_agent.llm.model_store import resolve_model
-
-    log_path = tmp_path_factory.mktemp("vllm_serve") / "server.log"
-    try:
-        with serve(resolve_model(None), log_path=log_path, timeout=SERVER_START_TIMEOUT,
-                   extra_args=("--max-model-len", "1024")) as server:
-            print(f"\nvLLM server healthy after {server.start_seconds:.1f}s", file=sys.stderr)
-            yield server.base_url
-    except BackendError as e:
-        pytest.fail(str(e))
+    yield from serve_embedded(tmp_path_factory, "vllm_serve", ("--max-model-len", "1024"))
 
 
 @pytest.fixture

@@ -132,13 +132,14 @@ class IterateConfig:
         if value is None:
             return self.backend_spec("backend", model) if name == "eval_backend" else None
         self._check_nested(name, BackendSpec)
-        if name != "critic_backend" and value.get("backend") == "openai" and self._trainer().get("full_finetune"):
-            raise ConfigError(f"IterateConfig.{name}: backend 'openai' is handed each iteration's policy as a LoRA "
-                              f"adapter, but {'dpo' if self.method == 'dpo' else 'sft'}.full_finetune trains no "
-                              "adapter; train with LoRA, or use transformers or vllm")
-        if name != "critic_backend" and value.get("backend") == "openai" and value.get("replicas"):
-            raise ConfigError(f"IterateConfig.{name}: replicas do not apply to an 'openai' policy, which is handed "
-                              "adapters on one server; scale the server instead")
+        if name != "critic_backend" and value.get("backend") == "openai":  # a server handed LoRA adapters
+            if self._trainer().get("full_finetune"):
+                raise ConfigError(f"IterateConfig.{name}: backend 'openai' is handed each iteration's policy as a "
+                                  f"LoRA adapter, but {'dpo' if self.method == 'dpo' else 'sft'}.full_finetune "
+                                  "trains no adapter; train with LoRA, or use transformers or vllm")
+            if value.get("replicas"):
+                raise ConfigError(f"IterateConfig.{name}: replicas do not apply to an 'openai' policy, which is "
+                                  "handed adapters on one server; scale the server instead")
         if name != "critic_backend" and "model" in value:
             raise ConfigError(f"IterateConfig.{name} names a model; the policy's model is IterateConfig.model "
                               "(then each iteration's trained policy)")

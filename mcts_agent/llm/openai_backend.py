@@ -97,6 +97,10 @@ def _tokens_within(tokens: Sequence[str], text: str) -> int:
     return k
 
 
+class _NoLabelReads(Exception):
+    """The server answered a ``logprob_token_ids`` request without the asked-for tokens."""
+
+
 class OpenAIBackend(Backend):
     """Policy backend over HTTP. ``model=None`` uses the first model the server lists."""
 
@@ -265,8 +269,7 @@ class OpenAIBackend(Backend):
     def model(self) -> str:
         """The model name sent to the server (asked from ``/models`` when not given)."""
         if self._model is None:
-            data = self._call("GET", "/models")
-            names = [m.get("id") for m in data.get("data", []) if isinstance(m, dict)] if isinstance(data, dict) else []
+            names = [m.get("id") for m in self.served_models()]
             if not names or not names[0]:
                 raise ServerError(f"{self.base_url}/models lists no models; pass model= explicitly")
             self._model = str(names[0])
@@ -467,7 +470,7 @@ class OpenAIBackend(Backend):
             return super().next_token_logprobs(prompts, candidates)
         wanted = [i[0] for i in ids]
 
-        def read(prompt: str) -> list[float] | None:
+        def read(prompt: str) -> list[float]:
             p_ids = self._tokenize(prompt, True)
             if not p_ids:
                 raise ConfigError("next_token_logprobs(): empty prompt; expected at least one token")
@@ -476,24 +479,20 @@ class OpenAIBackend(Backend):
                 "logprob_token_ids": sorted(set(wanted)), "return_tokens_as_token_ids": True})
             block = ((data.get("choices") or [{}])[0].get("logprobs") or {}) if isinstance(data, dict) else {}
             top = (block.get("top_logprobs") or [None])[0]
-            if not isinstance(top, dict):
-                return None
-            got = {str(k).removeprefix("token_id:"): v for k, v in top.items()}
+            got = {str(k).removeprefix("token_id:"): v for k, v in top.items()} if isinstance(top, dict) else {}
             if not all(str(t) in got for t in wanted):
-                return None
+                raise _NoLabelReads
             return [float(got[str(t)]) for t in wanted]
 
         try:
             rows = self._map(read, list(prompts))
-        except HTTPStatusError:
-            rows = [None]
-        if any(r is None for r in rows):
+        except (HTTPStatusError, _NoLabelReads):
             self._label_reads = False
             log.warning("%s does not return logprob_token_ids reads; scoring candidates with echo instead", self.base_url)
             return super().next_token_logprobs(prompts, candidates)
         self._label_reads = True
         self.stats.score_calls += 1
-        return [r for r in rows if r is not None]
+        return rows
 
     def _tokenize(self, text: str, add_special_tokens: bool) -> list[int]:
         tok = self._local_tokenizer()
@@ -509,11 +508,8 @@ class OpenAIBackend(Backend):
         return render_chat(tok, messages, tools)
 
     def count_tokens(self, text: str) -> int:
-        tok = self._local_tokenizer()
-        if tok is not None:
-            return len(tok.encode(text, add_special_tokens=False))
-        if self.server_extensions:
-            return len(self._server_tokenize(text, False))
+        if self.server_extensions or self._local_tokenizer() is not None:
+            return len(self._tokenize(text, False))
         return super().count_tokens(text)
 
     def close(self) -> None:
