@@ -21,7 +21,8 @@ compare ``cpu_s`` too: it is far less sensitive to other processes than wall tim
     python -m mcts_agent.benchmarks.peer_llm_reasoners --setup --tasks 8 --simulations 8 --branching 4 --match-tokens
 
 The peer's raw output is kept in ``<out>.peer.json``; ``--reuse-peer`` reads it back so our
-side can be re-measured after a change without the (slow) peer run.
+side can be re-measured after a change without the (slow) peer run; ``--peer-only`` runs the
+peer side alone (nothing of ours in the same process's time).
 """
 
 from __future__ import annotations
@@ -57,11 +58,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
+    p.add_argument("--leaves-per-tree", type=int, default=1,
+                   help="ours: MCTS leaves selected per tree per round (larger policy batches; the peer has no such knob)")
     p.add_argument("--model", default=None, help="model for both sides (default: the embedded SmolLM2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peer-venv", default=str(REPO / ".venv-peer"))
     p.add_argument("--setup", action="store_true", help="create the peer venv first (benchmarks/setup_peer.sh)")
     p.add_argument("--skip-peer", action="store_true", help="run our side only")
+    p.add_argument("--peer-only", action="store_true",
+                   help="run the peer side only and keep it in <out>.peer.json, for a later --reuse-peer")
     p.add_argument("--match-tokens", action="store_true", help="also run ours at the peer's token budget")
     p.add_argument("--reuse-peer", default=None, metavar="PEER_JSON",
                    help="reuse the peer side of an earlier run (its <out>.peer.json) instead of running it again; "
@@ -83,7 +88,8 @@ def run_ours(backend: Any, env: Any, tasks: list, args: argparse.Namespace, toke
     sims = args.simulations if token_budget is None else 100 * args.simulations
     cfg = SearchConfig(algo="mcts", simulations=sims, branching=args.branching,
                        max_step_tokens=args.max_step_tokens, temperature=args.temperature, top_p=args.top_p,
-                       token_budget=token_budget, max_trees_in_flight=len(tasks), seed=args.seed)
+                       token_budget=token_budget, max_trees_in_flight=len(tasks), seed=args.seed,
+                       leaves_per_tree=args.leaves_per_tree)
     planner = Planner(backend, env, cfg, make_critic("self-eval", backend, env), env_id="math/gsm8k")
     load0 = os.getloadavg()[0]
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -220,6 +226,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"[ours] model loaded in {load_s:.1f}s from {model_dir}; {len(tasks)} problems", file=sys.stderr)
 
     job = None if args.skip_peer else peer_job(backend, env, tasks, model_dir, args)  # fails early if prompts differ
+    if args.peer_only:
+        if job is None or args.reuse_peer:
+            raise SystemExit("--peer-only runs the peer side: drop --skip-peer / --reuse-peer")
+        backend.close()
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        peer = run_peer(job, env, tasks, args)
+        print(f"[peer] {peer['wall_s']:.1f}s wall, {peer['cpu_s']:.1f}s CPU, {peer['generated_tokens']} tokens; "
+              f"kept in {Path(args.out).with_suffix('.peer.json')}", file=sys.stderr)
+        return peer
     rows = [dict(run_ours(backend, env, tasks, args), load_s=load_s)]
     print(f"[ours] {rows[0]['wall_s']:.1f}s, accuracy {rows[0]['accuracy']:.3f}", file=sys.stderr)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

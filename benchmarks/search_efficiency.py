@@ -15,7 +15,8 @@ through ``backend.generate`` and times them. Side by side, in one process:
   the search: reused prompt tokens as a share of the tree's theoretical maximum (for each
   prompt, the longest prefix shared with any earlier prompt or sequence; target >= 0.8),
   reused tokens, peak bytes held against the bound, and the raw replay's tokens/s with the
-  cache on (it starts empty) and off side by side (``prefix_cache_speedup`` = on ÷ off)
+  cache on (it starts empty) and off side by side (``prefix_cache_speedup`` = on ÷ off);
+  ``critic_cached_*``: the critic's prompt tokens read from that cache during the search
 
 Run without a critic and with the self-eval critic (one batched forward pass per round):
 critic passes are model time too, but they produce no generated tokens. A row is
@@ -122,6 +123,7 @@ def measure(backend: Backend, tasks, env, row: str, args: argparse.Namespace) ->
     cfg = SearchConfig(simulations=args.simulations, branching=args.branching, max_step_tokens=args.max_step_tokens,
                        max_trees_in_flight=len(tasks), seed=args.seed, fused_eval=fused)
     fused_before = backend.stats.extra.get("fused_eval_seconds", 0.0)
+    critic_before = {k: backend.stats.extra.get(k, 0) for k in CRITIC_CACHE_KEYS}
     engine_cached_before = backend.stats.extra.get("cached_prompt_tokens", 0.0)
     cache_gb = getattr(backend, "prefix_cache_gb", 0.0)
     if cache_gb:
@@ -132,6 +134,10 @@ def measure(backend: Backend, tasks, env, row: str, args: argparse.Namespace) ->
     fused_seconds = backend.stats.extra.get("fused_eval_seconds", 0.0) - fused_before
     search_tps = s.generated_tokens / s.wall_seconds
     row_extra: dict = prefix_cache_figures(backend) if cache_gb else {}
+    if cache_gb and critic is not None:  # critic prompts read from (and written to) the same cache
+        reused, total = (backend.stats.extra.get(k, 0) - critic_before[k] for k in CRITIC_CACHE_KEYS)
+        row_extra.update({"critic_cached_tokens": reused, "critic_prompt_tokens": total,
+                          "critic_cached_share": round(reused / total, 3) if total else 0.0})
     row_extra.update(engine_prefix_figures(backend, rec, engine_cached_before))
     # Replay the very same batches directly (same prompts, n, seeds, stop strings).
     if cache_gb:
@@ -163,6 +169,9 @@ def measure(backend: Backend, tasks, env, row: str, args: argparse.Namespace) ->
         "fused_nodes": getattr(critic, "fused", 0), "critic_scored_nodes": getattr(critic, "scored", 0),
         "outside_fraction": round(s.outside_model_fraction, 4), **row_extra,
     }
+
+
+CRITIC_CACHE_KEYS = ("prefix_cache_score_reused_tokens", "prefix_cache_score_prompt_tokens")
 
 
 def prefix_cache_figures(backend: Backend) -> dict:
@@ -215,7 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
         print_table("Prefix cache across rounds (search: reuse; raw replay: tokens/s on vs off)", rows,
                     ["critic", "prefix_cache_reuse_of_max", "prefix_cache_reused_tokens",
                      "prefix_cache_max_reusable_tokens", "prefix_cache_prompt_tokens", "prefix_cache_peak_mb",
-                     "prefix_cache_bound_mb", "raw_tok_s", "raw_tok_s_cache_off", "prefix_cache_speedup"])
+                     "prefix_cache_bound_mb", "critic_cached_tokens", "critic_prompt_tokens", "raw_tok_s",
+                     "raw_tok_s_cache_off", "prefix_cache_speedup"])
     if any("engine_prefix_hit_rate" in r for r in rows):
         print_table("The engine's own prefix cache during the search (vLLM num_cached_tokens)", rows,
                     ["critic", "engine_cached_prompt_tokens", "engine_prompt_tokens", "engine_max_reusable_tokens",

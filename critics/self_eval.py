@@ -23,7 +23,9 @@ the backend score them while it generates the node, off that generation's KV cac
 (fused evaluation, ``SearchConfig.fused_eval``). A node carrying such an evaluation of
 exactly this critic's prompt and answers is valued from it; any other node is scored here.
 ``"chat"`` shows the model a fresh conversation (few-shot examples first), which no
-generation's cache holds, so it is never fused.
+generation's cache holds, so it is never fused; on a backend with a prefix cache
+(transformers) a node's conversation still starts with its parent's, whose KV the parent's
+evaluation left there, so only the new step and the question run.
 """
 
 from __future__ import annotations

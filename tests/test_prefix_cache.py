@@ -163,7 +163,32 @@ def test_bound_is_respected_and_results_unchanged(embedded_backend, uncached, ca
 
 
 @pytest.mark.model
-def test_search_trees_equal_with_cache_on_and_off(embedded_backend, cache_gb) -> None:  # type: ignore[no-untyped-def]
+def test_critic_prompts_read_and_fill_the_cache(embedded_backend, cache_gb) -> None:  # type: ignore[no-untyped-def]
+    """A fresh evaluation conversation per node: the children's prompts read the parent's,
+    which the first call put in the cache; values equal the uncached ones."""
+    head = embedded_backend.format_chat([{"role": "system", "content": "Judge each partial solution. " * 8},
+                                         {"role": "user", "content": "Problem: " + QUESTIONS[0] + "\nSteps:\n1. I count"}])
+    parent = [head + " the apples.\nCorrect so far?"]
+    children = [head + f" the apples.\n2. Then I add {k} more.\nCorrect so far?" for k in range(3)]
+    cache_gb(0)
+    want = embedded_backend.next_token_logprobs(parent + children, ["Yes", "No"])
+    cache_gb(1.0)
+    x = embedded_backend.stats.extra
+    before = x.get("prefix_cache_score_reused_tokens", 0)
+    got = embedded_backend.next_token_logprobs(parent, ["Yes", "No"])
+    first = x["prefix_cache_score_reused_tokens"] - before
+    got += embedded_backend.next_token_logprobs(children, ["Yes", "No"])
+    reused = x["prefix_cache_score_reused_tokens"] - before - first
+    tok = embedded_backend.tokenizer
+    shared = len(tok.encode(head + " the apples.\n", add_special_tokens=False)) - 1
+    assert first == 0 and reused >= 3 * shared  # every child read the parent's problem and step
+    for a, b in zip(got, want, strict=True):
+        assert a == pytest.approx(b, abs=TOL)
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("mode", ["turn", "chat"])
+def test_search_trees_equal_with_cache_on_and_off(embedded_backend, cache_gb, mode) -> None:  # type: ignore[no-untyped-def]
     from mcts_agent import envs
     from mcts_agent.critics import SelfEvalConfig, SelfEvalCritic
     from mcts_agent.envs.math.gsm8k import SAMPLE_TASKS
@@ -171,7 +196,7 @@ def test_search_trees_equal_with_cache_on_and_off(embedded_backend, cache_gb) ->
 
     def search():  # type: ignore[no-untyped-def]
         env = envs.make("math/gsm8k", tasks=SAMPLE_TASKS, max_steps=3)
-        critic = SelfEvalCritic(embedded_backend, SelfEvalConfig(mode="turn"))
+        critic = SelfEvalCritic(embedded_backend, SelfEvalConfig(mode=mode))
         cfg = SearchConfig(simulations=3, branching=2, max_step_tokens=20, seed=5, fused_eval=False)
         return Planner(embedded_backend, env, cfg, critic).run(list(SAMPLE_TASKS))
 
@@ -182,7 +207,7 @@ def test_search_trees_equal_with_cache_on_and_off(embedded_backend, cache_gb) ->
     on = search()
     x = embedded_backend.stats.extra
     assert x["prefix_cache_reused_tokens"] > 0 and x["prefix_cache_reuse_of_max"] >= 0.8
-    assert x["prefix_cache_score_reused_tokens"] > scored  # the critic read the policy's prompt + step from the cache
+    assert x["prefix_cache_score_reused_tokens"] > scored  # turn: the policy's prompt + step; chat: earlier evaluations
     for a, b in zip(on, off, strict=True):
         assert [(n.parent, n.action, n.visits, n.terminal) for n in a.nodes] == \
                [(n.parent, n.action, n.visits, n.terminal) for n in b.nodes]

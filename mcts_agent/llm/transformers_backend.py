@@ -225,7 +225,7 @@ class TransformersBackend(Backend):
         wanted = torch.tensor([c[0] for c in cand_ids], device=self.device)
         with torch.inference_mode():
             logits = self._cached_last_logits(p_ids)
-            if logits is None:
+            if logits is None and self.share_prefix:
                 logits = hf_prefix.shared_prefix_last_logits(self.model, p_ids, self.pad_id, self.device,
                                                              self.prefill_tokens)
             if logits is None:
@@ -236,27 +236,47 @@ class TransformersBackend(Backend):
         return out
 
     def _cached_last_logits(self, p_ids: list[list[int]]) -> torch.Tensor | None:
-        """Last-token logits reading each prompt's longest prefix from the prefix cache (critic
-        prompts that extend a policy prompt + step just generated), or None when the cache saves
-        less than running the prompts' common prefix once would. Lookups here insert nothing."""
+        """Last-token logits over the prefix cache, or None when it is off.
+
+        Each prompt reads its longest cached prefix (a critic prompt that extends the policy's
+        prompt + step just generated, or a fresh conversation whose few-shot header and earlier
+        steps an earlier evaluation ran) and runs only the rest; then the prompt and its KV go
+        into the cache, so a child's evaluation reads its parent's. The prompts' common prefix,
+        when not cached yet, runs once first."""
         tree = self.prefix_cache
         if tree is None or not self.use_buffer:
             return None
         found = [tree.match(p, len(p) - 1) for p in p_ids]
-        cached = [n for n, _ in found]
-        if not sum(cached) or sum(cached) < hf_prefix.usable_prefix_len(p_ids) * (len(p_ids) - 1):
-            return None
+        cached = self._seed_shared_prefix(p_ids, found)
         result = torch.empty((len(p_ids), self.vocab_size), dtype=torch.float32, device=self.device)
         for group in self._cached_groups(p_ids, cached):
             width = max(len(p_ids[p]) - cached[p] for p in group)
-            out, _ = self._run_on_prefixes([p_ids[p] for p in group], [found[p] for p in group], width,
-                                           max(cached[p] for p in group))
+            past_len = max(cached[p] for p in group)
+            out, buf = self._run_on_prefixes([p_ids[p] for p in group], [found[p] for p in group], width, past_len)
             result[torch.tensor(group, device=self.device)] = out.logits[:, -1].float()
+            for k, p in enumerate(group):
+                tree.insert(p_ids[p], _row_kv(buf, k, cached[p], len(p_ids[p]), past_len))
+            del out, buf
         extra = self.stats.extra
         extra["prefix_cache_score_reused_tokens"] = extra.get("prefix_cache_score_reused_tokens", 0) + sum(cached)
         extra["prefix_cache_score_prompt_tokens"] = (extra.get("prefix_cache_score_prompt_tokens", 0)
                                                      + sum(map(len, p_ids)))
         return result
+
+    def _seed_shared_prefix(self, prompts: list[list[int]], found: list[tuple[int, list[tuple[torch.Tensor, int]]]]) -> list[int]:
+        """Run the prompts' common prefix once (``share_prefix``) when no prompt has it cached,
+        insert it, and make it every shorter match in ``found`` (updated in place). Returns the
+        cached length per prompt."""
+        shared = hf_prefix.usable_prefix_len(prompts) if self.share_prefix else 0
+        if shared and max(n for n, _ in found) < shared:
+            prefix = hf_prefix.prefix_kv(self.model, prompts[0][:shared], self.device)
+            kv = torch.stack([torch.stack((k[0], v[0])) for k, v in prefix])
+            assert self.prefix_cache is not None
+            self.prefix_cache.insert(prompts[0][:shared], lambda a, e: kv[:, :, :, a:e])
+            for p, (n, _) in enumerate(found):
+                if n < shared:
+                    found[p] = (shared, [(kv, shared)])
+        return [n for n, _ in found]
 
     def _last_logits(self, p_ids: list[list[int]]) -> torch.Tensor:
         """Logits at each prompt's last token, prompts batched by length (no shared prefix)."""
@@ -480,19 +500,9 @@ class TransformersBackend(Backend):
             tree.observe(prompts[p], len(prompts[p]) - 1)
         found = [tree.lookup(p, len(p) - 1) for p in prompts]
         hits = [n for n, _ in found]
-        reused = list(hits)
-        shared = hf_prefix.usable_prefix_len(prompts) if self.share_prefix else 0
-        if shared and max(hits) < shared:  # run the common prefix once, as a cached prefix of every prompt
-            prefix = hf_prefix.prefix_kv(self.model, prompts[0][:shared], dev)
-            kv = torch.stack([torch.stack((k[0], v[0])) for k, v in prefix])
-            tree.insert(prompts[0][:shared], lambda a, e: kv[:, :, :, a:e])
-            for p in range(len(prompts)):
-                if hits[p] < shared:
-                    found[p] = (shared, [(kv, shared)])
-                    reused[p] = shared if p != order[0] else hits[p]  # the first prompt ran it
-        for p in order:
-            tree.record(len(prompts[p]), reused[p])
-        cached = [n for n, _ in found]
+        cached = self._seed_shared_prefix(prompts, found)
+        for p in order:  # the shortest prompt ran the common prefix itself when it was not cached
+            tree.record(len(prompts[p]), hits[p] if p == order[0] else cached[p])
         first = torch.empty(len(prompts), self.vocab_size, dtype=torch.float32, device=dev)
         dec: torch.Tensor | None = None
         by_prompt: dict[int, list[int]] = {}
@@ -740,6 +750,21 @@ def _kv_width(config: Any) -> int:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     return (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+
+
+def _row_kv(buf: torch.Tensor, k: int, cached: int, n: int, past_len: int):  # type: ignore[no-untyped-def]
+    """``kv(start, end)`` of row ``k``'s prompt in a ``_run_on_prefixes`` buffer: its ``cached``
+    prefix ends at ``past_len``, the rest of its ``n`` tokens at the buffer's end."""
+    end = buf.shape[4]
+
+    def kv(a: int, e: int) -> torch.Tensor:
+        parts = []
+        if a < cached:
+            parts.append(buf[:, :, k, :, past_len - cached + a : past_len - cached + min(e, cached)])
+        if e > cached:
+            parts.append(buf[:, :, k, :, end - n + max(a, cached) : end - n + e])
+        return torch.cat(parts, 3) if len(parts) > 1 else parts[0]
+    return kv
 
 
 def _groups(order: list[int], lens: list[int], budget: int) -> list[list[int]]:
