@@ -73,9 +73,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         "its job (prompts, budgets, model, threads) must equal this run's")
     p.add_argument("--out", default="results/peer_llm_reasoners.json")
     args = p.parse_args(argv)
-    for name in ("tasks", "simulations", "branching", "depth", "max_step_tokens", "threads"):
+    for name in ("tasks", "simulations", "branching", "depth", "max_step_tokens", "threads", "leaves_per_tree"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.peer_only and (args.skip_peer or args.reuse_peer):
+        p.error("--peer-only runs the peer side: drop --skip-peer / --reuse-peer")
     return args
 
 
@@ -227,8 +229,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     job = None if args.skip_peer else peer_job(backend, env, tasks, model_dir, args)  # fails early if prompts differ
     if args.peer_only:
-        if job is None or args.reuse_peer:
-            raise SystemExit("--peer-only runs the peer side: drop --skip-peer / --reuse-peer")
+        assert job is not None  # parse() refuses --peer-only with --skip-peer
         backend.close()
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         peer = run_peer(job, env, tasks, args)
